@@ -1,0 +1,213 @@
+"""The command line: parse options, build the config, call the library, map errors to exit codes.
+
+Heavy imports (pandas, pandera, aiohttp) happen inside the commands that need them,
+so `batch-updater --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import BatchUpdaterError
+
+DEMO_SAMPLE = "customers.csv"
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"batch-updater: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _guarded(action):
+    """Run a command body; every whole-run failure becomes one line and its exit code."""
+    try:
+        return action()
+    except BatchUpdaterError as exc:
+        lines = str(exc).splitlines() or [exc.__class__.__name__]
+        if len(lines) > 1:
+            click.echo("batch-updater: error: the configuration has problems:", err=True)
+            for line in lines:
+                click.echo(f"  - {line}", err=True)
+            sys.exit(exc.exit_code)
+        _fail(lines[0], exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 4)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="batch-updater")
+def main() -> None:
+    """Apply bulk customer updates from CSV files to Capillary's Update Customer Details API.
+
+    The password or OAuth secret comes from BATCH_UPDATER_PASSWORD or the config's
+    password_file, never from an option.
+    """
+
+
+def _connection_options(f):
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
+        click.option("--base-url", help="API host, e.g. https://eu.api.capillarytech.com."),
+        click.option("--source", help="Source for the lookup (INSTORE, WEBSITE, ...)."),
+        click.option("--account-id", help="Account id, for multi-account sources."),
+        click.option("--identifier-name", help="Lookup identifier when the file has no identifierName column."),
+        click.option("--auth", type=click.Choice(["basic", "oauth"]), help="Authentication scheme."),
+        click.option("--username", help="Till code (basic) or OAuth key."),
+        click.option("--rate-per-minute", type=int, help="Requests per window (a minute by default)."),
+        click.option("--concurrency", type=int, help="Requests in flight at once."),
+        click.option("--timeout-seconds", type=float, help="Total time allowed per request."),
+        click.option("--max-attempts", type=int, help="Attempts per row for retryable failures."),
+        click.option("--output-dir", type=click.Path(file_okay=False), help="Folder for job and run reports."),
+        click.option("--encoding", help="Input text encoding (default UTF-8, with or without BOM)."),
+        click.option("--delimiter", help="CSV delimiter (default: sniffed)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _load(options: dict):
+    from .config import load_config
+
+    overrides = {
+        "api.base_url": options.get("base_url"), "api.source": options.get("source"),
+        "api.account_id": options.get("account_id"),
+        "api.identifier_name": options.get("identifier_name"),
+        "api.auth": options.get("auth"), "api.username": options.get("username"),
+        "limits.rate_per_minute": options.get("rate_per_minute"),
+        "limits.concurrency": options.get("concurrency"),
+        "limits.timeout_seconds": options.get("timeout_seconds"),
+        "limits.max_attempts": options.get("max_attempts"),
+        "output.dir": options.get("output_dir"),
+    }
+    config = load_config(options.get("config_path"), overrides=overrides)
+    for warning in config.warnings:
+        click.echo(f"batch-updater: warning: {warning}", err=True)
+    return config
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@_connection_options
+@click.option("--dry-run", is_flag=True, help="Validate and map only; write errors.csv and preview.jsonl.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+def run(file: str, dry_run: bool, as_json: bool, quiet: bool, **options) -> None:
+    """Send every row of FILE to the API and write success, error and skipped reports."""
+    summary = _guarded(lambda: _run(file, options, dry_run))
+    _report(summary, as_json, quiet)
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@_connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+def validate(file: str, as_json: bool, quiet: bool, **options) -> None:
+    """Check FILE against the schema and mapping without sending (same as run --dry-run)."""
+    summary = _guarded(lambda: _run(file, options, True))
+    _report(summary, as_json, quiet)
+    sys.exit(1 if summary.errors else 0)
+
+
+def _run(file: str, options: dict, dry_run: bool):
+    from .runner import run as run_file
+
+    config = _load(options)
+    return run_file(config, file, dry_run=dry_run, encoding=options.get("encoding"),
+                    delimiter=options.get("delimiter"))
+
+
+def _report(summary, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        click.echo(summary.to_json().decode())
+    elif not quiet:
+        click.echo(human_summary(summary))
+
+
+def human_summary(s) -> str:
+    folder = Path(s.reports["summary"]).parent
+    lines = [
+        f"{s.rows} rows: {s.success} updated, {s.errors} errors ({s.validation_errors} invalid,"
+        f" {s.api_errors} refused by the API, {s.network_errors} network, {s.not_sent} not sent),"
+        f" {s.skipped} skipped",
+    ]
+    if s.status != "dry_run":
+        lines.append(f"{s.requests} requests in {s.duration_seconds:.1f} s at"
+                     f" {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute});"
+                     f" {s.retries} retries, {s.throttled} throttled, {s.in_doubt} in doubt")
+    if s.reason:
+        lines.append(f"stopped: {s.reason}")
+    lines.append(f"reports: {folder}/ (success.csv, errors.csv, skipped.csv)")
+    lines.append(f"summary: {s.reports['summary']}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8720, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--customers", default=10_000, show_default=True, type=int, help="Seeded customers.")
+@click.option("--customers-csv", type=click.Path(exists=True, dir_okay=False), help="Load customers from a CSV.")
+@click.option("--rate-limit", type=int, help="Strict rolling-window limit per credential.")
+@click.option("--rate-window", default=60.0, show_default=True, type=float, help="Window of --rate-limit, seconds.")
+@click.option("--latency-ms", default=0.0, show_default=True, type=float, help="Added to every answer.")
+@click.option("--token-ttl", default=300.0, show_default=True, type=float, help="OAuth token lifetime, seconds.")
+@click.option("--fault-5xx", default=0.0, show_default=True, type=float, help="Share of 502/503/504 answers.")
+@click.option("--fault-drop", default=0.0, show_default=True, type=float, help="Share of dropped connections.")
+@click.option("--no-record", is_flag=True, help="Do not keep the request record (long benchmarks).")
+def sandbox(host, port, customers, customers_csv, rate_limit, rate_window, latency_ms, token_ttl,
+            fault_5xx, fault_drop, no_record) -> None:
+    """Run the built-in Capillary-compatible API server (for demos, tests and benchmarks)."""
+    from .sandbox import Faults, RateLimit, SandboxSettings, serve
+
+    third = fault_5xx / 3
+    settings = SandboxSettings(
+        host=host, port=port, customers=customers, customers_csv=customers_csv,
+        rate_limit=RateLimit(rate_limit, rate_window) if rate_limit else None,
+        latency_seconds=latency_ms / 1000, token_ttl_seconds=token_ttl, record=not no_record,
+        faults=Faults(error_502=third, error_503=third, error_504=third, drop_before=fault_drop),
+    )
+    serve(settings)
+
+
+@main.command()
+@click.option("--output-dir", default="demo-output", show_default=True, type=click.Path(file_okay=False))
+def demo(output_dir: str) -> None:
+    """Run the sample file against an in-process sandbox: no credentials, no network."""
+    summary = _guarded(lambda: _demo(Path(output_dir)))
+    click.echo(human_summary(summary))
+    worked = summary.status in ("completed", "completed_with_errors") and summary.success > 0
+    click.echo("demo: OK (the rows in errors.csv are rejected on purpose)" if worked else "demo: FAILED")
+    sys.exit(0 if worked else 1)
+
+
+def _demo(output_dir: Path):
+    from .config import load_config
+    from .runner import run as run_file
+    from .sandbox import SandboxSettings, SandboxThread
+
+    sample = _sample_path()
+    settings = SandboxSettings()
+    with SandboxThread(settings) as server:
+        click.echo(f"sandbox listening on {server.url}")
+        overrides = {"api.base_url": server.url, "api.username": settings.till_code,
+                     "limits.rate_per_minute": 1200, "output.dir": str(output_dir)}
+        config = load_config(None, overrides=overrides,
+                             environ={"BATCH_UPDATER_PASSWORD": settings.password})
+        return run_file(config, sample)
+
+
+def _sample_path() -> Path:
+    for folder in (Path(__file__).resolve().parent.parent / "samples", Path.cwd() / "samples"):
+        if (folder / DEMO_SAMPLE).is_file():
+            return folder / DEMO_SAMPLE
+    raise BatchUpdaterError(f"samples/{DEMO_SAMPLE} not found: run the demo from the project folder")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

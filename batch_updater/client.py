@@ -1,0 +1,242 @@
+"""One HTTP attempt against the customer update API, and the classification of its answer.
+
+`classify` is the single place that decides what an answer means, by errors[].code
+first and HTTP status second. The client never retries on its own: aiohttp's silent
+re-send of an idempotent request on a closed keep-alive connection is turned off, so
+every attempt is counted and an attempt in doubt is never hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import html
+import re
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from .config import ApiSettings, LimitSettings
+from .errors import RunAborted
+from .mapping import Payload
+
+LOOKUP_PATH = "/v2/customers/lookup"
+TOKEN_PATH = "/v3/oauth/token/generate"
+RETRYABLE_STATUSES = frozenset({408, 500, 502, 503, 504, 521})
+# Codes that mean "try again later" whatever the HTTP status says.
+RETRYABLE_CODES = frozenset({521})
+
+
+class Verdict(str, Enum):
+    SUCCESS = "success"
+    BUSINESS = "business"      # the API refused this row: final
+    AUTH = "auth"              # 401/403: credentials or access
+    THROTTLED = "throttled"    # 429
+    RETRY = "retry"            # 5xx, 521: the API is busy or failing
+    NETWORK = "network"        # no answer: connection failed, dropped or timed out
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    verdict: Verdict
+    http_status: int | None = None
+    code: str = ""
+    message: str = ""
+    customer_id: str = ""
+    warnings: str = ""
+    retry_after: str | None = None
+    in_doubt: bool = False     # the request may have reached the API
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """Capillary's Basic rule: the password is MD5-hashed (lowercase hex) before encoding."""
+    digest = hashlib.md5(password.encode("utf-8")).hexdigest()
+    return "Basic " + base64.b64encode(f"{username}:{digest}".encode("utf-8")).decode("ascii")
+
+
+def classify(status: int, body: bytes, content_type: str = "", retry_after: str | None = None) -> Attempt:
+    data = _json_object(body)
+    errors = data.get("errors") if data else None
+    warnings = _warnings(data.get("warnings") if data else None)
+    if errors and isinstance(errors, list):
+        code, message = _first_error(errors)
+        if status == 429:
+            return Attempt(Verdict.THROTTLED, status, code, message, retry_after=retry_after)
+        if status in (401, 403):
+            return Attempt(Verdict.AUTH, status, code, message)
+        if status in RETRYABLE_STATUSES or _as_int(code) in RETRYABLE_CODES:
+            return Attempt(Verdict.RETRY, status, code, message, retry_after=retry_after)
+        return Attempt(Verdict.BUSINESS, status, code, message, warnings=warnings)
+    if status == 200 and data is not None:
+        created = data.get("createdId", data.get("entity", ""))
+        return Attempt(Verdict.SUCCESS, status, customer_id=str(created or ""), warnings=warnings)
+    message = summarise_body(status, body, content_type)
+    if status == 429:
+        return Attempt(Verdict.THROTTLED, status, message=message, retry_after=retry_after)
+    if status in (401, 403):
+        return Attempt(Verdict.AUTH, status, message=message)
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return Attempt(Verdict.RETRY, status, message=message, retry_after=retry_after)
+    return Attempt(Verdict.BUSINESS, status, message=message)
+
+
+def _json_object(body: bytes) -> dict | None:
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _first_error(errors: list) -> tuple[str, str]:
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    messages = [str(e.get("message", "")) for e in errors if isinstance(e, dict) and e.get("message")]
+    return str(first.get("code", "")), " | ".join(messages)
+
+
+def _warnings(warnings: Any) -> str:
+    if not warnings or not isinstance(warnings, list):
+        return ""
+    parts = [f"{w.get('code', '')}: {w.get('message', '')}" if isinstance(w, dict) else str(w)
+             for w in warnings]
+    return " | ".join(parts)
+
+
+def _as_int(code: str) -> int | None:
+    try:
+        return int(code)
+    except (TypeError, ValueError):
+        return None
+
+
+def summarise_body(status: int, body: bytes, content_type: str) -> str:
+    """One line for an answer without a JSON error: a gateway's HTML page, say."""
+    text = body[:4096].decode("utf-8", "replace")
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+    if title:
+        text = title.group(1)
+    else:
+        text = re.sub(r"<[^>]+>", " ", text)
+    text = " ".join(html.unescape(text).split())[:160]
+    kind = content_type.split(";")[0] or "no content type"
+    return f"HTTP {status} ({kind}){': ' + text if text else ''}"
+
+
+class OAuthToken:
+    """Fetches a token, renews it before it expires, and on demand after a 401."""
+
+    RENEW_FRACTION = 0.2  # renew when less than this share of the lifetime is left
+
+    def __init__(self, session: aiohttp.ClientSession, api: ApiSettings, *, clock=time.monotonic):
+        self._session = session
+        self._api = api
+        self._clock = clock
+        self._token: str | None = None
+        self._expires = 0.0
+        self._renew_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def header(self) -> dict[str, str]:
+        if self._token is None or self._clock() >= self._renew_at:
+            async with self._lock:
+                if self._token is None or self._clock() >= self._renew_at:
+                    await self._fetch()
+        return {"X-CAP-API-OAUTH-TOKEN": self._token or ""}
+
+    def invalidate(self, token_header: dict[str, str]) -> None:
+        if token_header.get("X-CAP-API-OAUTH-TOKEN") == self._token:
+            self._token = None
+
+    async def _fetch(self) -> None:
+        url = self._api.base_url.rstrip("/") + TOKEN_PATH
+        body = {"key": self._api.username, "secret": self._api.password.reveal()}
+        try:
+            async with self._session.post(url, data=orjson.dumps(body),
+                                          headers={"Content-Type": "application/json"}) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise RunAborted(f"cannot get an OAuth token from {url}: {_network_message(exc)}") from None
+        data = _json_object(raw) or {}
+        token = (data.get("data") or {}).get("accessToken") if isinstance(data.get("data"), dict) else None
+        if status != 200 or not token:
+            raise RunAborted(f"OAuth token request refused (HTTP {status}): check [api] username"
+                             " (the OAuth key) and the secret in BATCH_UPDATER_PASSWORD")
+        ttl = float((data.get("data") or {}).get("ttlSeconds") or 300)
+        now = self._clock()
+        self._token = token
+        self._expires = now + ttl
+        self._renew_at = now + ttl * (1 - self.RENEW_FRACTION)
+
+
+@dataclass
+class ApiClient:
+    """Sends one payload per call over one shared ClientSession."""
+
+    session: aiohttp.ClientSession
+    api: ApiSettings
+    token: OAuthToken | None = None
+    _basic: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, api: ApiSettings, limits: LimitSettings) -> "ApiClient":
+        timeout = aiohttp.ClientTimeout(total=limits.timeout_seconds,
+                                        sock_connect=limits.connect_timeout_seconds)
+        connector = aiohttp.TCPConnector(limit=limits.concurrency + 2)
+        session = aiohttp.ClientSession(timeout=timeout, connector=connector,
+                                        json_serialize=lambda o: orjson.dumps(o).decode())
+        # Our retry loop must see every attempt; aiohttp would otherwise re-send a PUT
+        # silently when a pooled connection turns out closed (an attempt in doubt, hidden).
+        session._retry_connection = False  # noqa: SLF001 - no public switch exists
+        client = cls(session, api)
+        if api.auth == "oauth":
+            client.token = OAuthToken(session, api)
+        else:
+            client._basic = {"Authorization": basic_authorization(api.username, api.password.reveal())}
+        return client
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def _auth_headers(self) -> dict[str, str]:
+        return await self.token.header() if self.token else self._basic
+
+    def url(self, payload: Payload) -> URL:
+        query = urlencode(payload.lookup.query(self.api.use_async), quote_via=quote, safe="")
+        return URL(f"{self.api.base_url.rstrip('/')}{LOOKUP_PATH}?{query}", encoded=True)
+
+    async def send(self, payload: Payload) -> Attempt:
+        auth = await self._auth_headers()
+        attempt = await self._put(payload, auth)
+        if attempt.verdict is Verdict.AUTH and attempt.http_status == 401 and self.token:
+            self.token.invalidate(auth)  # renew once: the token may have expired early
+            attempt = await self._put(payload, await self._auth_headers())
+        return attempt
+
+    async def _put(self, payload: Payload, auth: dict[str, str]) -> Attempt:
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **auth}
+        try:
+            async with self.session.put(self.url(payload), data=orjson.dumps(payload.body),
+                                        headers=headers) as response:
+                body = await response.read()
+                return classify(response.status, body, response.headers.get("Content-Type", ""),
+                                response.headers.get("Retry-After"))
+        except asyncio.TimeoutError:
+            return Attempt(Verdict.NETWORK, message="timed out waiting for the API", in_doubt=True)
+        except aiohttp.ClientConnectorError as exc:
+            return Attempt(Verdict.NETWORK, message=_network_message(exc))
+        except aiohttp.ClientError as exc:
+            # The request was written (or partly written) and no full answer came back.
+            return Attempt(Verdict.NETWORK, message=_network_message(exc), in_doubt=True)
+
+
+def _network_message(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}" if text != exc.__class__.__name__ else text

@@ -1,0 +1,135 @@
+"""Canonical column names (the API's own paths) and the resolution of a file's headers.
+
+A header matches case-insensitively after trimming, first through the config's
+[columns] renames, then against the canonical names. The report's own columns
+(prefixed "_") are ignored, so an errors.csv can be fed back unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from .errors import InputError
+
+LOOKUP_COLUMNS = ("identifierValue", "identifierName", "source", "accountId")
+PLAIN_COLUMNS = LOOKUP_COLUMNS + ("loyaltyType", "firstName", "lastName")
+CHANNEL_TYPES = ("mobile", "email", "wechat", "ios", "android", "line", "mobilePush")
+CHANNEL_ATTRIBUTES = ("value", "primary", "verified", "lastViewedDate")
+IDENTIFIER_TYPES = ("mobile", "email", "externalId", "wechat", "martjackId", "fbId", "tmall_uname",
+                    "cuid", "ali_uname", "jd_uname", "vip_uname", "line")
+ENROLMENT_ATTRIBUTES = ("programId", "tierNumber", "loyaltyPoints", "tierExpiryDate", "pointsExpiryDate")
+REPORT_COLUMN_PREFIX = "_"
+
+
+def _lower_map(names) -> dict[str, str]:
+    return {name.lower(): name for name in names}
+
+
+_PLAIN = _lower_map(PLAIN_COLUMNS)
+_CHANNELS = _lower_map(CHANNEL_TYPES)
+_CHANNEL_ATTRIBUTES = _lower_map(CHANNEL_ATTRIBUTES)
+_IDENTIFIERS = _lower_map(IDENTIFIER_TYPES)
+_ENROLMENT = _lower_map(ENROLMENT_ATTRIBUTES)
+
+
+def canonical_name(name: str) -> str | None:
+    """The canonical spelling of a column name, or None when it is not one."""
+    key = name.strip()
+    low = key.lower()
+    if low in _PLAIN:
+        return _PLAIN[low]
+    head, _, rest = key.partition(".")
+    head = head.lower()
+    if head in ("fields", "extendedfields") and rest.strip():
+        return ("fields." if head == "fields" else "extendedFields.") + rest.strip()
+    if head == "identifiers" and rest.lower() in _IDENTIFIERS:
+        return "identifiers." + _IDENTIFIERS[rest.lower()]
+    if head == "loyaltyprogramenrollments" and rest.lower() in _ENROLMENT:
+        return "loyaltyProgramEnrollments." + _ENROLMENT[rest.lower()]
+    if head == "commchannels":
+        return _channel_column(rest)
+    return None
+
+
+def _channel_column(rest: str) -> str | None:
+    kind, _, attribute = rest.partition(".")
+    kind = _CHANNELS.get(kind.lower())
+    if kind is None:
+        return None
+    low = attribute.lower()
+    if low in _CHANNEL_ATTRIBUTES:
+        return f"commChannels.{kind}.{_CHANNEL_ATTRIBUTES[low]}"
+    meta, _, meta_key = attribute.partition(".")
+    if meta.lower() == "meta" and meta_key.strip():
+        return f"commChannels.{kind}.meta.{meta_key.strip()}"
+    return None
+
+
+def _known_examples() -> list[str]:
+    return (list(PLAIN_COLUMNS)
+            + [f"commChannels.{t}.{a}" for t in CHANNEL_TYPES for a in CHANNEL_ATTRIBUTES]
+            + [f"identifiers.{t}" for t in IDENTIFIER_TYPES]
+            + [f"loyaltyProgramEnrollments.{a}" for a in ENROLMENT_ATTRIBUTES]
+            + ["fields.<name>", "extendedFields.<name>", "commChannels.<type>.meta.<key>"])
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """Which input column (by position) feeds which canonical column."""
+
+    headers: tuple[str, ...]          # as in the file
+    canonical: tuple[str | None, ...]  # per position; None = a report column, ignored
+
+    @property
+    def used(self) -> list[tuple[int, str]]:
+        return [(i, name) for i, name in enumerate(self.canonical) if name is not None]
+
+    def position(self, canonical: str) -> int | None:
+        for i, name in enumerate(self.canonical):
+            if name == canonical:
+                return i
+        return None
+
+
+def resolve_headers(headers: list[str], renames: dict[str, str], source: str) -> ColumnPlan:
+    """Map a file's headers to canonical names, or raise InputError naming every bad one."""
+    canonical: list[str | None] = []
+    unknown: list[str] = []
+    for header in headers:
+        key = str(header).strip()
+        if key.startswith(REPORT_COLUMN_PREFIX):
+            canonical.append(None)
+            continue
+        target = renames.get(key.lower(), key)
+        name = canonical_name(target)
+        if name is None:
+            unknown.append(key)
+        canonical.append(name)
+    problems = [_unknown_message(name) for name in unknown]
+    problems += _duplicate_messages(headers, canonical)
+    if "identifierValue" not in canonical:
+        problems.append("no identifierValue column (map your identifier column to it in the"
+                        " config's [columns] table, e.g. \"Mobile No\" = \"identifierValue\")")
+    if problems:
+        raise InputError(f"{source}: header row: " + "; ".join(problems))
+    return ColumnPlan(tuple(str(h) for h in headers), tuple(canonical))
+
+
+def _unknown_message(name: str) -> str:
+    close = difflib.get_close_matches(name, _known_examples(), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown column '{name}'{hint}"
+
+
+def _duplicate_messages(headers: list[str], canonical: list[str | None]) -> list[str]:
+    seen: dict[str, str] = {}
+    problems = []
+    for header, name in zip(headers, canonical):
+        if name is None:
+            continue
+        if name in seen:
+            problems.append(f"columns '{seen[name]}' and '{header}' both mean {name}")
+        else:
+            seen[name] = str(header)
+    return problems

@@ -1,0 +1,322 @@
+"""Settings: built-in defaults < TOML file < BATCH_UPDATER_* environment < command line.
+
+Every setting is declared once in SETTINGS; loading collects every problem before
+failing, so a user fixes a bad config in one pass. The secret (Basic password or
+OAuth secret) comes from BATCH_UPDATER_PASSWORD, `password_file`, or `password` in
+the file, never from a command-line option, and is wrapped in Secret so it cannot
+reach a log or a report by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+ENV_PREFIX = "BATCH_UPDATER_"
+PASSWORD_ENV = ENV_PREFIX + "PASSWORD"
+
+SOURCES = ("FACEBOOK", "WEB_ENGAGE", "WECHAT", "INSTORE", "MARTJACK", "TMALL", "TAOBAO",
+           "JD", "ECOMMERCE", "WEBSITE", "LINE", "MOBILE_APP")
+MULTI_ACCOUNT_SOURCES = ("WECHAT", "FACEBOOK", "MOBILE_APP", "LINE")
+IDENTIFIER_NAMES = ("mobile", "email", "externalId")
+
+
+class Secret:
+    """A string that never shows itself in repr, str or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Setting:
+    kind: str  # str | int | float | bool | path | choice
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    required: bool = False
+    help: str = ""
+
+
+SETTINGS: dict[tuple[str, str], Setting] = {
+    ("api", "base_url"): Setting("str", required=True, help="API host, e.g. https://eu.api.capillarytech.com"),
+    ("api", "source"): Setting("choice", "INSTORE", SOURCES),
+    ("api", "account_id"): Setting("str", help="needed for multi-account sources"),
+    ("api", "identifier_name"): Setting("choice", "mobile", IDENTIFIER_NAMES),
+    ("api", "auth"): Setting("choice", "basic", ("basic", "oauth")),
+    ("api", "username"): Setting("str", required=True, help="till code (basic) or OAuth key"),
+    ("api", "password_file"): Setting("path"),
+    ("api", "use_async"): Setting("bool", False),
+    ("limits", "rate_per_minute"): Setting("int", 600, minimum=1),
+    ("limits", "window_seconds"): Setting("float", 60.0, minimum=0.01),
+    ("limits", "burst"): Setting("int", 1, minimum=1),
+    ("limits", "concurrency"): Setting("int", 8, minimum=1),
+    ("limits", "timeout_seconds"): Setting("float", 30.0, minimum=0.01),
+    ("limits", "connect_timeout_seconds"): Setting("float", 10.0, minimum=0.01),
+    ("limits", "max_attempts"): Setting("int", 5, minimum=1),
+    ("limits", "auth_failures_to_abort"): Setting("int", 3, minimum=1),
+    ("limits", "consecutive_failures_to_abort"): Setting("int", 50, minimum=1),
+    ("output", "dir"): Setting("path", "reports"),
+    ("input", "chunk_rows"): Setting("int", 10_000, minimum=1),
+}
+# `password` may sit in the file (with a permissions warning) but is not an option.
+FILE_ONLY_KEYS = {("api", "password")}
+TABLES = ("columns",)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    base_url: str
+    source: str
+    account_id: str | None
+    identifier_name: str
+    auth: str
+    username: str
+    password_file: Path | None
+    use_async: bool
+    password: Secret = field(default_factory=lambda: Secret(""), repr=False)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    rate_per_minute: int
+    window_seconds: float
+    burst: int
+    concurrency: int
+    timeout_seconds: float
+    connect_timeout_seconds: float
+    max_attempts: int
+    auth_failures_to_abort: int
+    consecutive_failures_to_abort: int
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    dir: Path
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    chunk_rows: int
+
+
+@dataclass(frozen=True)
+class Config:
+    api: ApiSettings
+    limits: LimitSettings
+    output: OutputSettings
+    input: InputSettings
+    columns: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    path: Path | None = None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings without the secret, for summary.json and logs."""
+        out: dict[str, Any] = {}
+        for section in ("api", "limits", "output", "input"):
+            values = getattr(self, section).__dict__
+            out[section] = {k: (str(v) if isinstance(v, Path) else v)
+                            for k, v in values.items() if k != "password"}
+        out["columns"] = dict(self.columns)
+        return out
+
+
+def load_config(path: str | os.PathLike | None = None, *,
+                overrides: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Build a Config from the layers; raise ConfigError listing every problem.
+
+    `overrides` holds command-line values keyed "section.key" (None = not given).
+    """
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    warnings: list[str] = []
+    raw = _read_toml(Path(path), problems, warnings) if path else {}
+    values = {key: s.default for key, s in SETTINGS.items()}
+    origin = {key: "default" for key in SETTINGS}
+
+    for section, table in raw.items():
+        if section in TABLES:
+            continue
+        for key, value in table.items():
+            values[(section, key)] = value
+            origin[(section, key)] = f"{path} [{section}] {key}"
+    for (section, key) in SETTINGS:
+        env_name = f"{ENV_PREFIX}{section}_{key}".upper()
+        if env_name in environ:
+            values[(section, key)] = environ[env_name]
+            origin[(section, key)] = env_name
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            key = tuple(dotted.split(".", 1))
+            values[key] = value
+            origin[key] = "--" + key[1].replace("_", "-")
+
+    typed = {key: _coerce(SETTINGS[key], values[key], origin[key], problems)
+             for key in SETTINGS if (key in values)}
+    password = _password(raw, typed, environ, problems)
+    columns = _columns(raw.get("columns", {}), problems)
+    _cross_checks(typed, problems)
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        api=ApiSettings(**_section(typed, "api"), password=password),
+        limits=LimitSettings(**_section(typed, "limits")),
+        output=OutputSettings(**_section(typed, "output")),
+        input=InputSettings(**_section(typed, "input")),
+        columns=columns,
+        warnings=tuple(warnings),
+        path=Path(path) if path else None,
+    )
+
+
+def _read_toml(path: Path, problems: list[str], warnings: list[str]) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{path}: config file not found")
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{path}: cannot read config file ({exc.__class__.__name__}: {exc})")
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{path}: not valid TOML ({exc})")
+        return {}
+    known_sections = {s for s, _ in SETTINGS} | set(TABLES)
+    for section, table in list(raw.items()):
+        if section not in known_sections or not isinstance(table, dict):
+            problems.append(f"{path}: unknown section [{section}]"
+                            f" (known: {', '.join(sorted(known_sections))})")
+            raw.pop(section)
+            continue
+        if section in TABLES:
+            continue
+        for key in list(table):
+            if (section, key) not in SETTINGS and (section, key) not in FILE_ONLY_KEYS:
+                known = sorted(k for s, k in SETTINGS if s == section)
+                problems.append(f"{path}: unknown key '{key}' in [{section}] (known: {', '.join(known)})")
+                table.pop(key)
+    if "password" in raw.get("api", {}) and _readable_by_others(path):
+        warnings.append(f"{path} holds a password and is readable by other users: run chmod 600 {path}")
+    return raw
+
+
+def _readable_by_others(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
+    except OSError:
+        return False
+
+
+def _coerce(setting: Setting, value: Any, origin: str, problems: list[str]) -> Any:
+    if value is None or value == "":
+        if setting.required:
+            problems.append(f"{origin}: required setting is missing")
+        return None if setting.kind != "bool" else bool(setting.default)
+    convert: Callable[[Any], Any] = _CONVERTERS[setting.kind]
+    try:
+        result = convert(value)
+    except (TypeError, ValueError):
+        problems.append(f"{origin}: expected {_KIND_NAMES[setting.kind]}, got {value!r}")
+        return setting.default
+    if setting.choices and result not in setting.choices:
+        problems.append(f"{origin}: {result!r} is not one of {', '.join(setting.choices)}")
+    if setting.minimum is not None and result < setting.minimum:
+        problems.append(f"{origin}: must be at least {setting.minimum:g}, got {result!r}")
+    return result
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise ValueError(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise TypeError(value)
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    return float(value)
+
+
+def _to_str(value: Any) -> str:
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise TypeError(value)
+    return str(value)
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "str": _to_str, "choice": _to_str, "int": _to_int, "float": _to_float,
+    "bool": _to_bool, "path": lambda v: Path(_to_str(v)).expanduser(),
+}
+_KIND_NAMES = {"str": "text", "choice": "text", "int": "a whole number", "float": "a number",
+               "bool": "true or false", "path": "a path"}
+
+
+def _password(raw: dict, typed: dict, environ: Mapping[str, str], problems: list[str]) -> Secret:
+    if environ.get(PASSWORD_ENV):
+        return Secret(environ[PASSWORD_ENV])
+    password_file = typed.get(("api", "password_file"))
+    if password_file:
+        try:
+            return Secret(Path(password_file).read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            problems.append(f"[api] password_file {password_file}: cannot read ({exc.strerror})")
+            return Secret("")
+    in_file = raw.get("api", {}).get("password")
+    if isinstance(in_file, str) and in_file:
+        return Secret(in_file)
+    problems.append(f"no password: set {PASSWORD_ENV} or [api] password_file")
+    return Secret("")
+
+
+def _columns(table: Any, problems: list[str]) -> dict[str, str]:
+    columns: dict[str, str] = {}
+    for header, canonical in table.items():
+        if not isinstance(canonical, str) or not canonical.strip():
+            problems.append(f"[columns] '{header}': expected a canonical column name, got {canonical!r}")
+            continue
+        columns[header.strip().lower()] = canonical.strip()
+    return columns
+
+
+def _cross_checks(typed: dict, problems: list[str]) -> None:
+    source = typed.get(("api", "source"))
+    if source in MULTI_ACCOUNT_SOURCES and not typed.get(("api", "account_id")):
+        problems.append(f"[api] source {source} is a multi-account source: set [api] account_id")
+    url = typed.get(("api", "base_url"))
+    if url and not str(url).startswith(("http://", "https://")):
+        problems.append(f"[api] base_url must start with http:// or https://, got {url!r}")
+
+
+def _section(typed: dict, section: str) -> dict[str, Any]:
+    return {key: value for (s, key), value in typed.items() if s == section}

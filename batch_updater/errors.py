@@ -1,0 +1,42 @@
+"""The exceptions that stop a whole run, and the exit code each maps to.
+
+Per-row problems are values (RowOutcome), never exceptions. Only what ends the run
+raises, and the CLI maps these to exit codes in one place::
+
+    BatchUpdaterError            exit 2 unless a subclass says otherwise
+    ├── ConfigError              bad config file, option or environment variable
+    ├── InputError               unreadable input file, bad header, too many invalid rows
+    ├── JobLocked                another process runs the same job
+    ├── RunAborted               exit 3: auth failure, API down, error threshold
+    └── RunStopped               exit 4: signal or --max-runtime; resumable
+"""
+
+from __future__ import annotations
+
+
+class BatchUpdaterError(Exception):
+    exit_code = 2
+
+
+class ConfigError(BatchUpdaterError):
+    """Every problem found in the configuration, one per line."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class InputError(BatchUpdaterError):
+    pass
+
+
+class JobLocked(BatchUpdaterError):
+    pass
+
+
+class RunAborted(BatchUpdaterError):
+    exit_code = 3
+
+
+class RunStopped(BatchUpdaterError):
+    exit_code = 4

@@ -1,0 +1,34 @@
+"""What happened to one input row: the value that the pool, journal and reports hand on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Status(str, Enum):
+    SUCCESS = "success"   # the API applied the update (HTTP 200, no errors[])
+    ERROR = "error"       # a final failure; the row is in errors.csv
+    SKIPPED = "skipped"   # left out by design (blank row, duplicate policy, unchanged)
+
+
+class Stage(str, Enum):
+    VALIDATION = "validation"
+    API = "api"
+    NETWORK = "network"
+    NOT_SENT = "not_sent"
+
+
+@dataclass(frozen=True, slots=True)
+class RowOutcome:
+    row: int
+    status: Status
+    stage: Stage | None = None
+    code: str = ""
+    message: str = ""
+    http_status: int | None = None
+    attempts: int = 0
+    customer_id: str = ""
+    warnings: str = ""
+    identifier: str = ""
+    in_doubt: bool = False   # some attempt was sent and got no answer

@@ -1,0 +1,166 @@
+"""The asyncio worker pool: paced sending, retries, one customer at a time, abort rules.
+
+Payloads enter through a bounded queue (so memory stays flat). A worker that takes a
+customer also takes every later row of that customer that arrives while it is busy,
+in file order, so two requests for one customer are never in flight together.
+Every row handed to `submit` comes back through `on_outcome` exactly once, unless
+the run is aborted or stopped first; rows without an outcome are reported as not_sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from .backoff import retry_delay
+from .client import ApiClient, Attempt, Verdict
+from .config import LimitSettings
+from .errors import RunAborted
+from .mapping import Payload
+from .outcomes import RowOutcome, Stage, Status
+from .ratelimit import RateLimiter
+
+RETRYABLE = frozenset({Verdict.THROTTLED, Verdict.RETRY, Verdict.NETWORK})
+
+
+@dataclass
+class PoolStats:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    in_doubt: int = 0
+    status_counts: dict[int, int] = field(default_factory=dict)
+
+
+class WorkerPool:
+    def __init__(self, client: ApiClient, limiter: RateLimiter, limits: LimitSettings,
+                 on_outcome: Callable[[RowOutcome], None], *,
+                 rng: random.Random | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self._client = client
+        self._limiter = limiter
+        self._limits = limits
+        self._on_outcome = on_outcome
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._queue: asyncio.Queue[Payload | None] = asyncio.Queue(maxsize=limits.concurrency * 4)
+        self._waiting: dict[str, deque[Payload]] = {}  # customers in a worker's hands
+        self._workers: list[asyncio.Task] = []
+        self._auth_failures = 0
+        self._failure_streak = 0
+        self.stats = PoolStats()
+        self.abort_reason: str | None = None
+        self.stop_reason: str | None = None
+
+    @property
+    def halted(self) -> bool:
+        return self.abort_reason is not None or self.stop_reason is not None
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._limits.concurrency)]
+
+    async def submit(self, payload: Payload) -> None:
+        key = payload.lookup.customer_key
+        if key in self._waiting:
+            self._waiting[key].append(payload)  # the worker holding this customer sends it next
+            return
+        self._waiting[key] = deque()
+        await self._queue.put(payload)
+
+    async def finish(self) -> None:
+        """Wait for every submitted row, then stop the workers."""
+        for _ in self._workers:
+            await self._queue.put(None)
+        await asyncio.gather(*self._workers)
+
+    def stop(self, reason: str) -> None:
+        """Stop dispatching (signal, --max-runtime): in-flight requests complete."""
+        self.stop_reason = self.stop_reason or reason
+
+    def abort(self, reason: str) -> None:
+        self.abort_reason = self.abort_reason or reason
+
+    async def _work(self) -> None:
+        while (payload := await self._queue.get()) is not None:
+            key = payload.lookup.customer_key
+            while payload is not None:
+                outcome = None if self.halted else await self._send(payload)
+                if outcome is not None:
+                    self._on_outcome(outcome)
+                pending = self._waiting[key]
+                payload = pending.popleft() if pending else None
+            del self._waiting[key]
+
+    async def _send(self, payload: Payload) -> RowOutcome | None:
+        attempts = 0
+        in_doubt = False
+        while True:
+            await self._limiter.acquire()
+            attempts += 1
+            try:
+                attempt = await self._client.send(payload)
+            except RunAborted as exc:  # e.g. no OAuth token: nothing was sent
+                self.abort(str(exc))
+                return None
+            in_doubt = in_doubt or attempt.in_doubt
+            self._count(attempt)
+            if attempt.verdict is Verdict.SUCCESS:
+                self._limiter.succeeded()
+                self._auth_failures = self._failure_streak = 0
+                return _outcome(payload, attempt, attempts, in_doubt)
+            if attempt.verdict is Verdict.AUTH:
+                return self._auth_failed(payload, attempt, attempts, in_doubt)
+            if attempt.verdict in RETRYABLE and attempts < self._limits.max_attempts and not self.halted:
+                await self._back_off(attempt, attempts)
+                self.stats.retries += 1
+                continue
+            return self._failed(payload, attempt, attempts, in_doubt)
+
+    async def _back_off(self, attempt: Attempt, attempts: int) -> None:
+        delay = retry_delay(attempts, attempt.retry_after, rng=self._rng, base=0.5, cap=60.0)
+        if attempt.verdict is Verdict.THROTTLED:
+            # The whole pool slows down together, not each worker on its own.
+            self._limiter.throttled()
+            self._limiter.pause(delay)
+        await self._sleep(delay)
+
+    def _auth_failed(self, payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
+        self._auth_failures += 1
+        if self._auth_failures >= self._limits.auth_failures_to_abort:
+            self.abort(f"the API refused the credentials {self._auth_failures} times in a row"
+                       f" (HTTP {attempt.http_status}: {attempt.message or 'authentication failed'});"
+                       " check [api] username and BATCH_UPDATER_PASSWORD, then run again to resume")
+        return _outcome(payload, attempt, attempts, in_doubt)
+
+    def _failed(self, payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
+        if attempt.verdict in RETRYABLE:
+            self._failure_streak += 1
+            if self._failure_streak >= self._limits.consecutive_failures_to_abort:
+                self.abort(f"the API looks down: {self._failure_streak} rows in a row failed after"
+                           f" {self._limits.max_attempts} attempts (last: {attempt.message});"
+                           " run the same command again later to resume")
+        else:
+            self._failure_streak = 0
+        return _outcome(payload, attempt, attempts, in_doubt)
+
+    def _count(self, attempt: Attempt) -> None:
+        self.stats.requests += 1
+        if attempt.verdict is Verdict.THROTTLED:
+            self.stats.throttled += 1
+        if attempt.in_doubt:
+            self.stats.in_doubt += 1
+        status = attempt.http_status or 0
+        self.stats.status_counts[status] = self.stats.status_counts.get(status, 0) + 1
+
+
+def _outcome(payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
+    identifier = payload.lookup.identifier_value
+    if attempt.verdict is Verdict.SUCCESS:
+        return RowOutcome(payload.row, Status.SUCCESS, None, "", "", attempt.http_status, attempts,
+                          attempt.customer_id, attempt.warnings, identifier, in_doubt)
+    stage = Stage.NETWORK if attempt.verdict is Verdict.NETWORK else Stage.API
+    return RowOutcome(payload.row, Status.ERROR, stage, attempt.code, attempt.message,
+                      attempt.http_status, attempts, "", attempt.warnings, identifier, in_doubt)

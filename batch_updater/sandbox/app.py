@@ -1,0 +1,191 @@
+"""The customer update API and its OAuth token route, as capillary-api.md describes them.
+
+Checks run in a fixed order so that tests can predict each answer: authentication (401) →
+injected faults, burst 429, rate limit (429) → Content-Type (415) → query (11013, 8003,
+8013, 8045) → customer lookup (8015) → customer busy (521) → processing time → body
+(see validation.py) → apply → answer. Business errors use `business_error_status`.
+
+A customer stays busy until its handler has answered, latency and slow faults included.
+`drop_after` and `slow` change how the final answer is delivered, whatever it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from dataclasses import dataclass, replace
+
+import orjson
+from aiohttp import web
+
+from .admin import add_admin_routes
+from .answers import (Answer, as_entries, dropped, error_answer, html_answer, json_answer,
+                      throttled)
+from .auth import AuthError
+from .customers import merge
+from .record import RecordedRequest
+from .settings import SandboxSettings
+from .state import SandboxState
+from .validation import Problem, body_problems, extended_field_warnings, query_problem, shape_problem
+
+NOT_FOUND: Problem = (8015, "Customer not found for the given identifiers")
+BUSY = error_answer(521, [(521, "Multiple actions are running for the same customer")], "busy")
+NOT_JSON = error_answer(415, [(415, "Content-Type must be application/json")], "bad_request")
+# Faults that answer in place of the API, before the rate limit counts the request.
+EARLY_FAULTS = {
+    "error_500": html_answer(500), "error_502": html_answer(502),
+    "error_503": html_answer(503), "error_504": html_answer(504),
+    "drop_before": dropped("drop_before"), "burst_429": throttled(None, "burst_429"),
+}
+
+
+def make_app(settings: SandboxSettings | None = None) -> web.Application:
+    app = web.Application()
+    with warnings.catch_warnings():  # a plain "state" key is part of the public interface
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["state"] = SandboxState(settings or SandboxSettings())
+    app.router.add_post("/v3/oauth/token/generate", token_route)
+    app.router.add_put("/v2/customers/lookup", customer_route)
+    app.router.add_get("/v2/customers/lookup", customer_route)
+    app.router.add_put(r"/v2/customers/{id:\d+}", customer_route)
+    add_admin_routes(app)
+    return app
+
+
+@dataclass
+class Exchange:
+    """One request on its way through the checks, with what its record needs."""
+
+    request: web.Request
+    seq: int
+    started: float
+    body: object = None
+    credential: str | None = None
+    customer_id: int | None = None
+    fault: str | None = None
+    admitted: bool = False
+
+    def record(self, answer: Answer) -> RecordedRequest:
+        r = self.request
+        return RecordedRequest(self.seq, self.started, r.method, r.path, dict(r.query),
+                               dict(r.headers), self.body, self.credential, self.customer_id,
+                               answer.status, answer.applied, answer.outcome, self.admitted)
+
+
+async def token_route(request: web.Request) -> web.StreamResponse:
+    state: SandboxState = request.app["state"]
+    ex = Exchange(request, state.next_seq(), time.monotonic())
+    ex.body = await _read_json(request)
+    body = ex.body if isinstance(ex.body, dict) else {}
+    try:
+        token = state.auth.issue(body.get("key"), body.get("secret"))
+    except AuthError as e:
+        payload = {"data": None, "errors": as_entries([(401, str(e))])}
+        return await _finish(state, ex, json_answer(401, payload, "auth"))
+    ex.credential = body["key"]
+    ttl = state.auth.ttl
+    data = {"accessToken": token, "ttlSeconds": ttl if ttl % 1 else int(ttl)}
+    return await _finish(state, ex, json_answer(200, {"data": data, "errors": None}, "token"))
+
+
+async def customer_route(request: web.Request) -> web.StreamResponse:
+    state: SandboxState = request.app["state"]
+    ex = Exchange(request, state.next_seq(), time.monotonic())
+    early = _admit(state, ex)  # before any await: the rate limit sees arrival order
+    ex.body = await _read_json(request)
+    answer = early or _locate(state, ex)
+    if answer is None and request.method == "GET":
+        answer = json_answer(200, {"entity": ex.customer_id, "warnings": []}, "ok")
+    if answer is not None:
+        return await _finish(state, ex, answer)
+    if ex.customer_id in state.busy:
+        return await _finish(state, ex, BUSY)
+    state.busy.add(ex.customer_id)
+    try:
+        await asyncio.sleep(state.settings.processing_seconds)
+        return await _finish(state, ex, _update(state, ex))
+    finally:
+        state.busy.discard(ex.customer_id)
+
+
+def _admit(state: SandboxState, ex: Exchange) -> Answer | None:
+    """Authentication, injected faults and the rate limit; None lets the request through."""
+    try:
+        ex.credential = state.auth.credential(ex.request.headers)
+    except AuthError as e:
+        return error_answer(401, [(401, str(e))], "auth")
+    ex.fault = state.draw_fault()
+    if ex.fault in EARLY_FAULTS:
+        return EARLY_FAULTS[ex.fault]
+    wait = state.throttle(ex.credential, ex.started)
+    if wait is not None:
+        return throttled(wait if state.settings.rate_limit.retry_after else None)
+    ex.admitted = True
+    return None
+
+
+def _locate(state: SandboxState, ex: Exchange) -> Answer | None:
+    """Content type, query and customer lookup; None once ex.customer_id is known."""
+    request = ex.request
+    if request.method == "PUT" and request.content_type != "application/json":
+        return NOT_JSON
+    by_id = "id" in request.match_info
+    problem = query_problem(request.query, by_id)
+    if problem is not None:
+        return _business_error(state, [problem])
+    if by_id:
+        customer_id = int(request.match_info["id"])
+        ex.customer_id = customer_id if customer_id in state.customers else None
+    else:
+        query = request.query
+        ex.customer_id = state.customers.find(query["identifierName"], query["identifierValue"])
+    return _business_error(state, [NOT_FOUND]) if ex.customer_id is None else None
+
+
+def _update(state: SandboxState, ex: Exchange) -> Answer:
+    """Validate the body against the customer and apply it, all or nothing."""
+    settings = state.settings
+    malformed = shape_problem(ex.body)
+    if malformed is not None:
+        return error_answer(400, [(10002, f"Invalid request body: {malformed}")], "bad_request")
+    customer = state.customers.get(ex.customer_id)
+    problems = list(body_problems(ex.body, customer, ex.request.query["source"],
+                                  settings.custom_fields, settings.programs))
+    if problems:
+        return _business_error(state, problems)
+    warnings_ = extended_field_warnings(ex.body, settings.extended_fields)
+    state.customers.put(merge(customer, ex.body, settings.extended_fields))
+    payload = {"createdId": ex.customer_id, "warnings": as_entries(warnings_)}
+    if ex.request.query.get("use_async", "").lower() != "true":
+        payload["sideEffects"] = []
+    return json_answer(200, payload, "ok", applied=True)
+
+
+def _business_error(state: SandboxState, problems: list[Problem]) -> Answer:
+    return error_answer(state.settings.business_error_status, problems, "business_error")
+
+
+async def _finish(state: SandboxState, ex: Exchange, answer: Answer) -> web.StreamResponse:
+    """Record the answer, then deliver it late, slowly or not at all as settings say."""
+    if ex.fault == "drop_after":
+        answer = dropped("drop_after", applied=answer.applied)
+    elif ex.fault == "slow":
+        answer = replace(answer, outcome="slow")
+    state.recorder.add(ex.record(answer))
+    delay = state.settings.latency_seconds
+    if ex.fault == "slow":
+        delay += state.faults.slow_seconds
+    if delay:
+        await asyncio.sleep(delay)
+    if answer.status == 0 and ex.request.transport is not None:
+        ex.request.transport.close()  # the client sees the connection end without an answer
+    return answer.response() if answer.status else web.Response()
+
+
+async def _read_json(request: web.Request) -> object | None:
+    raw = await request.read()
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
