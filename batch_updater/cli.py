@@ -142,7 +142,7 @@ def human_summary(s) -> str:
                      f" {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute});"
                      f" {s.retries} retries, {s.throttled} throttled, {s.in_doubt} in doubt")
     if s.reason:
-        lines.append(f"stopped: {s.reason}")
+        lines.append(f"{'aborted' if s.exit_code == 3 else 'stopped'}: {s.reason}")
     lines.append(f"reports: {folder}/ (success.csv, errors.csv, skipped.csv)")
     lines.append(f"summary: {s.reports['summary']}")
     return "\n".join(lines)

@@ -68,8 +68,9 @@ class Exchange:
 
     def record(self, answer: Answer) -> RecordedRequest:
         r = self.request
+        headers = {str(k): v for k, v in r.headers.items()}  # plain str keys serialize
         return RecordedRequest(self.seq, self.started, r.method, r.path, dict(r.query),
-                               dict(r.headers), self.body, self.credential, self.customer_id,
+                               headers, self.body, self.credential, self.customer_id,
                                answer.status, answer.applied, answer.outcome, self.admitted)
 
 

@@ -1,0 +1,85 @@
+"""Shared fixtures: a real sandbox on 127.0.0.1, configs pointing at it, CSV writers."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from batch_updater.config import load_config
+from batch_updater.sandbox import SandboxSettings, SandboxThread
+
+PASSWORD = SandboxSettings().password
+
+
+@pytest.fixture
+def sandbox_server():
+    """A factory: sandbox_server(**settings) starts a SandboxThread, stopped after the test."""
+    started: list[SandboxThread] = []
+
+    def start(**settings) -> SandboxThread:
+        server = SandboxThread(SandboxSettings(**settings)).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+def write_config(folder: Path, url: str, *, password: str | None = PASSWORD, **sections) -> Path:
+    """A TOML config for the sandbox at `url`; `sections` override keys, e.g. limits={...}."""
+    api = {"base_url": url, "username": SandboxSettings().till_code, "source": "INSTORE"}
+    api.update(sections.pop("api", {}))
+    if password is not None:
+        (folder / "secret").write_text(password)
+        api.setdefault("password_file", str(folder / "secret"))
+    limits = {"rate_per_minute": 60_000, "concurrency": 8, "max_attempts": 3, "timeout_seconds": 5}
+    limits.update(sections.pop("limits", {}))
+    tables = {"api": api, "limits": limits, "output": {"dir": str(folder / "out")}, **sections}
+    lines = []
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+    path = folder / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").isalnum() else f'"{key}"'
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_for(folder: Path, url: str, **sections):
+    return load_config(write_config(folder, url, **sections), environ={})
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]], delimiter: str = ",") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def read_report(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def mobile(i: int) -> str:
+    """The mobile number of seeded sandbox customer i."""
+    return f"9198{i:08d}"
+
+
+def customer_puts(server) -> list:
+    return [r for r in server.state.requests if r.method == "PUT"]
