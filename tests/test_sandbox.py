@@ -520,14 +520,15 @@ def test_admin_routes():
 def test_serve_prints_the_banner_and_stops_on_sigterm():
     code = ("from batch_updater.sandbox import serve, SandboxSettings; "
             "serve(SandboxSettings(customers=10))")
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        banner = process.stdout.readline()
-        url = banner.split()[3]
-        assert "'demo.till'" in banner and "'demo-password'" in banner
-        assert "'demo-key'" in banner and "'demo-secret'" in banner
-        assert get_json(url + "/__sandbox/stats")["requests"] == 0
-        process.terminate()
-        assert process.wait(timeout=5) == 0
-    finally:
-        process.kill()
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            banner = process.stdout.readline()
+            url = banner.split()[3]
+            assert "'demo.till'" in banner and "'demo-password'" in banner
+            assert "'demo-key'" in banner and "'demo-secret'" in banner
+            assert get_json(url + "/__sandbox/stats")["requests"] == 0
+            process.terminate()
+            assert process.wait(timeout=5) == 0
+        finally:
+            process.kill()
