@@ -6,7 +6,6 @@ so `batch-updater --help` stays fast.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -18,7 +18,7 @@ FLUSH_ROWS = 1000
 
 _COLUMNS = ("row", "status", "stage", "code", "message", "http_status", "attempts",
             "customer_id", "warnings", "identifier", "in_doubt")
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcome (
     row INTEGER PRIMARY KEY, status TEXT NOT NULL, stage TEXT, code TEXT, message TEXT,
     http_status INTEGER, attempts INTEGER, customer_id TEXT, warnings TEXT, identifier TEXT,

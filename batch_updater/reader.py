@@ -13,7 +13,10 @@ import gzip
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    import pandas
 
 from .errors import InputError
 
@@ -24,7 +27,7 @@ DELIMITERS = ",;\t|"
 @dataclass(frozen=True)
 class Chunk:
     first_row: int
-    frame: "pandas.DataFrame"  # noqa: F821 - columns are positions 0..n-1, all text
+    frame: "pandas.DataFrame"  # columns are positions 0..n-1, all text
 
     @property
     def rows(self) -> range:
@@ -106,7 +109,7 @@ class CsvInput:
                 first_row += len(frame)
         except pd.errors.ParserError as exc:
             raise InputError(f"{self.path}: {_parser_message(exc)}") from None
-        except UnicodeDecodeError as exc:
+        except UnicodeDecodeError:
             raise InputError(f"{self.path}: not valid {self.encoding} text"
                              " (pass --encoding, e.g. --encoding latin-1)") from None
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import orjson
 
@@ -21,9 +21,9 @@ from .columns import ColumnPlan, resolve_headers
 from .config import Config
 from .errors import InputError
 from .journal import FLUSH_SECONDS, Journal
-from .mapping import Mapper, Payload
-from .outcomes import RowOutcome, Stage, Status
-from .reader import Chunk, CsvInput, open_input
+from .outcomes import RowOutcome, Status
+from .prepare import Prepared, prepare_chunks
+from .reader import CsvInput, open_input
 from .reports import ReportCounts, ReportPaths, open_private, write_private, write_reports
 
 
@@ -57,13 +57,6 @@ class RunSummary:
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
-
-
-@dataclass
-class Prepared:
-    """One chunk after validation and mapping."""
-    payloads: list[Payload]
-    outcomes: list[RowOutcome]  # rows settled without a request (invalid, blank)
 
 
 def run(config: Config, input_path: str | Path, *, dry_run: bool = False,
@@ -117,40 +110,6 @@ def _run_folder(base: Path, input_path: Path, job_id: str, started: datetime) ->
             raise InputError(f"cannot create the output folder {folder} ({exc.strerror});"
                              " choose another with --output-dir") from None
     raise InputError(f"too many runs in {job_folder} this second")
-
-
-def prepare_chunks(source: CsvInput, plan: ColumnPlan, config: Config) -> Iterator[Prepared]:
-    """Validate and map each chunk; pandera is imported only here, where it is needed."""
-    from .schema import RowValidator
-
-    api = config.api
-    defaults = dict(source=api.source, identifier_name=api.identifier_name, account_id=api.account_id)
-    used = plan.used
-    positions = [i for i, _ in used]
-    names = [name for _, name in used]
-    validator = RowValidator(names, **defaults)
-    mapper = Mapper(plan, **defaults)
-    for chunk in source.chunks():
-        yield _prepare(chunk, positions, names, validator, mapper)
-
-
-def _prepare(chunk: Chunk, positions: list[int], names: list[str], validator, mapper: Mapper) -> Prepared:
-    frame = chunk.frame.fillna("")
-    canonical = frame.iloc[:, positions].set_axis(names, axis=1)
-    canonical.index = chunk.rows
-    blank = (frame.apply(lambda s: s.str.strip()) == "").all(axis=1).to_numpy()
-    problems = validator.problems(canonical[~blank])
-    outcomes: list[RowOutcome] = []
-    payloads: list[Payload] = []
-    for row, is_blank, cells in zip(chunk.rows, blank, frame.itertuples(index=False, name=None)):
-        if is_blank:
-            outcomes.append(RowOutcome(row, Status.SKIPPED, message="blank row"))
-        elif row in problems:
-            outcomes.append(RowOutcome(row, Status.ERROR, Stage.VALIDATION, "", problems[row],
-                                       identifier=mapper.lookup(cells).identifier_value))
-        else:
-            payloads.append(mapper.payload(row, cells))
-    return Prepared(payloads, outcomes)
 
 
 async def _process(config: Config, source: CsvInput, plan: ColumnPlan, journal: Journal,

@@ -14,7 +14,6 @@ from typing import Iterable
 import pandas as pd
 import pandera.pandas as pa
 
-from .columns import IDENTIFIER_TYPES
 from .config import IDENTIFIER_NAMES, MULTI_ACCOUNT_SOURCES, SOURCES
 
 MOBILE = r"\d{8,15}"
