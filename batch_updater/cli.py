@@ -82,6 +82,8 @@ def _load(options: dict):
         "limits.timeout_seconds": options.get("timeout_seconds"),
         "limits.max_attempts": options.get("max_attempts"),
         "output.dir": options.get("output_dir"),
+        "input.encoding": options.get("encoding"),
+        "input.delimiter": options.get("delimiter"),
     }
     config = load_config(options.get("config_path"), overrides=overrides)
     for warning in config.warnings:
@@ -118,8 +120,7 @@ def _run(file: str, options: dict, dry_run: bool):
     from .runner import run as run_file
 
     config = _load(options)
-    return run_file(config, file, dry_run=dry_run, encoding=options.get("encoding"),
-                    delimiter=options.get("delimiter"))
+    return run_file(config, file, dry_run=dry_run)
 
 
 def _report(summary, as_json: bool, quiet: bool) -> None:

@@ -77,6 +77,8 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("limits", "consecutive_failures_to_abort"): Setting("int", 50, minimum=1),
     ("output", "dir"): Setting("path", "reports"),
     ("input", "chunk_rows"): Setting("int", 10_000, minimum=1),
+    ("input", "encoding"): Setting("str", help="text encoding; default UTF-8 with or without BOM"),
+    ("input", "delimiter"): Setting("str", help="CSV delimiter; default sniffed"),
 }
 # `password` may sit in the file (with a permissions warning) but is not an option.
 FILE_ONLY_KEYS = {("api", "password")}
@@ -117,6 +119,8 @@ class OutputSettings:
 @dataclass(frozen=True)
 class InputSettings:
     chunk_rows: int
+    encoding: str | None
+    delimiter: str | None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from typing import IO, TYPE_CHECKING, Iterator
 if TYPE_CHECKING:
     import pandas
 
+    from .config import InputSettings
+
 from .errors import InputError
 
 SNIFF_BYTES = 64 * 1024
@@ -131,6 +133,6 @@ def _parser_message(exc: Exception) -> str:
     return f"{text} (check the delimiter and quoting, or pass --delimiter)"
 
 
-def open_input(path: str | Path, *, encoding: str | None = None, delimiter: str | None = None,
-               chunk_rows: int = 10_000) -> CsvInput:
-    return CsvInput(path, encoding=encoding, delimiter=delimiter, chunk_rows=chunk_rows)
+def open_input(path: str | Path, settings: "InputSettings") -> CsvInput:
+    return CsvInput(path, encoding=settings.encoding, delimiter=settings.delimiter,
+                    chunk_rows=settings.chunk_rows)

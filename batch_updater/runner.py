@@ -59,12 +59,10 @@ class RunSummary:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
 
 
-def run(config: Config, input_path: str | Path, *, dry_run: bool = False,
-        encoding: str | None = None, delimiter: str | None = None) -> RunSummary:
+def run(config: Config, input_path: str | Path, *, dry_run: bool = False) -> RunSummary:
     """Apply every row of `input_path`; raise BatchUpdaterError only for a whole-run failure."""
     started = datetime.now(timezone.utc)
-    source = open_input(input_path, encoding=encoding, delimiter=delimiter,
-                        chunk_rows=config.input.chunk_rows)
+    source = open_input(input_path, config.input)
     plan = resolve_headers(source.headers, dict(config.columns), str(source.path))
     job_id = job_identity(source.path, config)
     folder = _run_folder(config.output.dir, source.path, job_id, started)

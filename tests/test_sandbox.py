@@ -465,23 +465,28 @@ async def test_customers_load_from_csv(session, tmp_path):
 
 # --- running it -------------------------------------------------------------------------
 
-def get_json(url: str, data: bytes | None = None) -> object:
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=5) as r:
-        return orjson.loads(r.read())
+def http(url: str, data: bytes | None = None, method: str | None = None,
+         headers: dict | None = None) -> tuple[int, object]:
+    """A blocking request from outside the sandbox's event loop: (status, parsed JSON)."""
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, orjson.loads(e.read())
 
 
 def test_sandbox_thread_serves_and_shares_its_record():
     with SandboxThread(settings()) as sb:
-        request = urllib.request.Request(
-            f"{sb.url}{LOOKUP}?source=INSTORE&identifierName=mobile&identifierValue=919800000042",
-            data=b"{}", method="PUT",
-            headers={"Authorization": BASIC, "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as r:
-            assert orjson.loads(r.read())["createdId"] == CUSTOMER_42
+        status, body = http(f"{sb.url}{LOOKUP}?source=INSTORE&identifierName=mobile"
+                            "&identifierValue=919800000042", b"{}", "PUT",
+                            {"Authorization": BASIC, "Content-Type": "application/json"})
+        assert (status, body["createdId"]) == (200, CUSTOMER_42)
         assert [r.status for r in sb.state.requests] == [200]
         url = sb.url
     with pytest.raises(OSError):
-        urllib.request.urlopen(url + "/__sandbox/stats", timeout=1)
+        http(url + "/__sandbox/stats")
 
 
 def test_sandbox_thread_reports_a_failed_start():
@@ -495,26 +500,20 @@ def test_sandbox_thread_reports_a_failed_start():
 def test_admin_routes():
     with SandboxThread(settings(rate_limit=RateLimit(100, window_seconds=10))) as sb:
         for value in ("919800000001", "919899999999"):
-            url = f"{sb.url}{LOOKUP}?source=INSTORE&identifierName=mobile&identifierValue={value}"
-            request = urllib.request.Request(url, headers={"Authorization": BASIC})
-            try:
-                urllib.request.urlopen(request, timeout=5)
-            except urllib.error.HTTPError as e:
-                assert e.code == 400
-        records = get_json(sb.url + "/__sandbox/requests?since=1")
-        stats = get_json(sb.url + "/__sandbox/stats")
-        faults = get_json(sb.url + "/__sandbox/faults", b'{"error_503": 0.25}')
-        customer = get_json(sb.url + "/__sandbox/customers/100001")
-        with pytest.raises(urllib.error.HTTPError) as bad:
-            urllib.request.urlopen(urllib.request.Request(
-                sb.url + "/__sandbox/faults", data=b'{"error_999": 1}'), timeout=5)
+            http(f"{sb.url}{LOOKUP}?source=INSTORE&identifierName=mobile&identifierValue={value}",
+                 headers={"Authorization": BASIC})
+        _, records = http(sb.url + "/__sandbox/requests?since=1")
+        _, stats = http(sb.url + "/__sandbox/stats")
+        _, faults = http(sb.url + "/__sandbox/faults", b'{"error_503": 0.25}')
+        _, customer = http(sb.url + "/__sandbox/customers/100001")
+        bad, _ = http(sb.url + "/__sandbox/faults", b'{"error_999": 1}')
         assert sb.state.faults == Faults(error_503=0.25)
     assert [(r["seq"], r["status"], r["outcome"]) for r in records] == [
         (2, 400, "business_error")]
     assert stats["statuses"] == {"200": 1, "400": 1} and stats["window_seconds"] == 10
     assert stats["max_in_window"] == {"demo.till": 2} and stats["applied"] == 0
     assert faults["error_503"] == 0.25 and customer["mobile"] == "919800000001"
-    assert bad.value.code == 400
+    assert bad == 400
 
 
 def test_serve_prints_the_banner_and_stops_on_sigterm():
@@ -527,7 +526,7 @@ def test_serve_prints_the_banner_and_stops_on_sigterm():
             url = banner.split()[3]
             assert "'demo.till'" in banner and "'demo-password'" in banner
             assert "'demo-key'" in banner and "'demo-secret'" in banner
-            assert get_json(url + "/__sandbox/stats")["requests"] == 0
+            assert http(url + "/__sandbox/stats")[1]["requests"] == 0
             process.terminate()
             assert process.wait(timeout=5) == 0
         finally:
