@@ -32,6 +32,7 @@ TOKEN_PATH = "/v3/oauth/token/generate"
 RETRYABLE_STATUSES = frozenset({408, 500, 502, 503, 504, 521})
 # Codes that mean "try again later" whatever the HTTP status says.
 RETRYABLE_CODES = frozenset({521})
+ALREADY_ENROLLED_CODES = frozenset({"1216"})  # the sandbox's choice; real APIs are matched by message
 
 
 class Verdict(str, Enum):
@@ -85,6 +86,18 @@ def classify(status: int, body: bytes, content_type: str = "", retry_after: str 
     if status in RETRYABLE_STATUSES or status >= 500:
         return Attempt(Verdict.RETRY, status, message=message, retry_after=retry_after)
     return Attempt(Verdict.BUSINESS, status, message=message)
+
+
+def already_enrolled(payload: Payload, attempt: Attempt) -> bool:
+    """The API refused an enrolment the customer already has (the real code is undocumented)."""
+    return (attempt.verdict is Verdict.BUSINESS and "loyaltyProgramEnrollments" in payload.body
+            and (attempt.code in ALREADY_ENROLLED_CODES or "already enrolled" in attempt.message.lower()))
+
+
+def applied_before(attempt: Attempt) -> Attempt:
+    warning = (f"{attempt.code or attempt.http_status}: {attempt.message} (counted as applied:"
+               " an earlier attempt whose answer was lost enrolled the customer)")
+    return Attempt(Verdict.SUCCESS, attempt.http_status, warnings=warning)
 
 
 def _json_object(body: bytes) -> dict | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from .backoff import retry_delay
-from .client import ApiClient, Attempt, Verdict
+from .client import ApiClient, Attempt, Verdict, already_enrolled, applied_before
 from .config import LimitSettings
 from .errors import RunAborted
 from .mapping import Payload
@@ -39,11 +39,15 @@ class WorkerPool:
     def __init__(self, client: ApiClient, limiter: RateLimiter, limits: LimitSettings,
                  on_outcome: Callable[[RowOutcome], None], *,
                  rng: random.Random | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 on_dispatch: Callable[[Payload], None] = lambda payload: None,
+                 was_in_doubt: Callable[[int], bool] = lambda row: False):
         self._client = client
         self._limiter = limiter
         self._limits = limits
         self._on_outcome = on_outcome
+        self._on_dispatch = on_dispatch  # the journal marks the row in flight before it is sent
+        self._was_in_doubt = was_in_doubt  # in flight when an earlier run stopped
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._queue: asyncio.Queue[Payload | None] = asyncio.Queue(maxsize=limits.concurrency * 4)
@@ -54,6 +58,7 @@ class WorkerPool:
         self.stats = PoolStats()
         self.abort_reason: str | None = None
         self.stop_reason: str | None = None
+        self._halt = asyncio.Event()
 
     @property
     def halted(self) -> bool:
@@ -79,9 +84,29 @@ class WorkerPool:
     def stop(self, reason: str) -> None:
         """Stop dispatching (signal, --max-runtime): in-flight requests complete."""
         self.stop_reason = self.stop_reason or reason
+        self._halt.set()
 
     def abort(self, reason: str) -> None:
         self.abort_reason = self.abort_reason or reason
+        self._halt.set()
+
+    def cancel(self) -> None:
+        """Give up on requests still in flight: their rows stay in flight in the journal."""
+        for worker in self._workers:
+            worker.cancel()
+
+    async def _unless_halted(self, waiting: Awaitable[None]) -> bool:
+        """Wait for a pacing slot or a backoff; False when the run halts first."""
+        task = asyncio.ensure_future(waiting)
+        halt = asyncio.ensure_future(self._halt.wait())
+        try:
+            await asyncio.wait((task, halt), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halt.cancel()
+        if task.done() and not task.cancelled():
+            return True
+        task.cancel()
+        return False
 
     async def _work(self) -> None:
         while (payload := await self._queue.get()) is not None:
@@ -96,9 +121,11 @@ class WorkerPool:
 
     async def _send(self, payload: Payload) -> RowOutcome | None:
         attempts = 0
-        in_doubt = False
+        in_doubt = self._was_in_doubt(payload.row)
+        self._on_dispatch(payload)
         while True:
-            await self._limiter.acquire()
+            if not await self._unless_halted(self._limiter.acquire()):
+                return None  # stays in flight in the journal: resume sends it again
             attempts += 1
             try:
                 attempt = await self._client.send(payload)
@@ -111,10 +138,14 @@ class WorkerPool:
                 self._limiter.succeeded()
                 self._auth_failures = self._failure_streak = 0
                 return _outcome(payload, attempt, attempts, in_doubt)
+            if in_doubt and already_enrolled(payload, attempt):
+                # An earlier attempt whose answer was lost did the enrolment: applied.
+                return _outcome(payload, applied_before(attempt), attempts, in_doubt)
             if attempt.verdict is Verdict.AUTH:
                 return self._auth_failed(payload, attempt, attempts, in_doubt)
             if attempt.verdict in RETRYABLE and attempts < self._limits.max_attempts and not self.halted:
-                await self._back_off(attempt, attempts)
+                if not await self._unless_halted(self._back_off(attempt, attempts)):
+                    return None
                 self.stats.retries += 1
                 continue
             return self._failed(payload, attempt, attempts, in_doubt)

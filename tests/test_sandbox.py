@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from typing import NamedTuple
 
@@ -68,6 +69,14 @@ async def send(session, sb, body: object = None, params: dict | None = None,
 
 def codes(reply: Reply) -> list[int]:
     return [error["code"] for error in reply.body["errors"]]
+
+
+def channel(kind: str, value: str = "x") -> dict:
+    return {"profiles": [{"commChannels": [{"type": kind, "value": value}]}]}
+
+
+def identifier(kind: str, value: str) -> dict:
+    return {"profiles": [{"identifiers": [{"type": kind, "value": value}]}]}
 
 
 # --- authentication -------------------------------------------------------------------
@@ -196,7 +205,7 @@ async def test_success_merges_the_body_into_the_customer(session, sb):
     assert customer["extendedFields"] == {"city": "Mysuru", "gender": "Female"}
     assert customer["commChannels"][0]["value"] == "asha@example.com"
     assert [e["programId"] for e in customer["enrollments"]] == [699]
-    await send(session, sb, {"profiles": [{"commChannels": [{"type": "email", "value": "b@x.in"}]}]})
+    await send(session, sb, channel("email", "b@x.in"))
     channels = sb.state.customer(CUSTOMER_42)["commChannels"]
     assert channels == [{"type": "email", "value": "b@x.in", "primary": True,
                          "meta": {"residence": True}}]
@@ -206,14 +215,6 @@ async def test_success_merges_the_body_into_the_customer(session, sb):
 async def test_use_async_omits_side_effects(session, sb):
     reply = await send(session, sb, params=lookup(use_async="true"))
     assert reply.body == {"createdId": CUSTOMER_42, "warnings": []}
-
-
-def channel(kind: str, value: str = "x") -> dict:
-    return {"profiles": [{"commChannels": [{"type": kind, "value": value}]}]}
-
-
-def identifier(kind: str, value: str) -> dict:
-    return {"profiles": [{"identifiers": [{"type": kind, "value": value}]}]}
 
 
 @pytest.mark.parametrize("body, source, code", [
@@ -284,8 +285,9 @@ async def test_second_request_for_a_busy_customer_gets_521(session):
         after = await send(session, sb)
     assert sorted([first.status, second.status]) == [200, 521]
     busy = first if first.status == 521 else second
-    assert busy.body == {"warnings": [], "errors": [
-        {"status": False, "code": 521, "message": "Multiple actions are running for the same customer"}]}
+    assert busy.body == {"warnings": [], "errors": [{
+        "status": False, "code": 521,
+        "message": "Multiple actions are running for the same customer"}]}
     assert other.status == 200 and after.status == 200
 
 

@@ -5,7 +5,8 @@ injected faults, burst 429, rate limit (429) → Content-Type (415) → query (1
 8013, 8045) → customer lookup (8015) → customer busy (521) → processing time → body
 (see validation.py) → apply → answer. Business errors use `business_error_status`.
 
-A customer stays busy until its handler has answered, latency and slow faults included.
+A customer stays busy until its handler has answered, latency and slow faults included;
+GET lookups neither wait for nor hold a busy customer.
 `drop_after` and `slow` change how the final answer is delivered, whatever it is.
 """
 
@@ -27,7 +28,8 @@ from .customers import merge
 from .record import RecordedRequest
 from .settings import SandboxSettings
 from .state import SandboxState
-from .validation import Problem, body_problems, extended_field_warnings, query_problem, shape_problem
+from .validation import (Problem, body_problems, extended_field_warnings, query_problem,
+                         shape_problem)
 
 NOT_FOUND: Problem = (8015, "Customer not found for the given identifiers")
 BUSY = error_answer(521, [(521, "Multiple actions are running for the same customer")], "busy")

@@ -52,7 +52,8 @@ class SeededCustomers:
 
 
 class CsvCustomers:
-    """Customers from a CSV with header id,mobile,email,externalId,loyaltyType,firstName,lastName."""
+    """Customers from a CSV with the header
+    id,mobile,email,externalId,loyaltyType,firstName,lastName (empty cells allowed but id)."""
 
     def __init__(self, path: str):
         self._by_id: dict[int, dict] = {}

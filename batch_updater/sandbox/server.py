@@ -26,13 +26,18 @@ class Sandbox:
         self.app = make_app(self.settings)
         self.state: SandboxState = self.app["state"]
         self.url = ""
-        self._runner = web.AppRunner(self.app, access_log=None,
-                                     shutdown_timeout=SHUTDOWN_SECONDS)
+        self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> Sandbox:
+        self._runner = web.AppRunner(self.app, access_log=None,
+                                     shutdown_timeout=SHUTDOWN_SECONDS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
         return self
