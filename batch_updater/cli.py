@@ -6,12 +6,13 @@ so `batch-updater --help` stays fast.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import BatchUpdaterError
+from .errors import BatchUpdaterError, UsageError
 
 DEMO_SAMPLE = "customers.csv"
 
@@ -95,13 +96,35 @@ def _load(options: dict):
 @click.argument("file", type=click.Path(dir_okay=True))
 @_connection_options
 @click.option("--dry-run", is_flag=True, help="Validate and map only; write errors.csv and preview.jsonl.")
+@click.option("--resume/--restart", default=True,
+              help="Continue this file's unfinished job (default), or start it over.")
+@click.option("--max-runtime", metavar="DURATION", help="Stop cleanly after e.g. 90m, 6h, 1h30m (exit 4; resumable).")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
-def run(file: str, dry_run: bool, as_json: bool, quiet: bool, **options) -> None:
-    """Send every row of FILE to the API and write success, error and skipped reports."""
-    summary = _guarded(lambda: _run(file, options, dry_run))
+def run(file: str, dry_run: bool, resume: bool, max_runtime: str | None, as_json: bool, quiet: bool,
+        **options) -> None:
+    """Send every row of FILE to the API and write success, error and skipped reports.
+
+    Running the same file with the same settings again resumes where it stopped; a job
+    that finished prints its summary again without sending anything.
+    """
+    seconds = _guarded(lambda: parse_duration(max_runtime)) if max_runtime else None
+    summary = _guarded(lambda: _run(file, options, dry_run, restart=not resume,
+                                    max_runtime_seconds=seconds))
     _report(summary, as_json, quiet)
     sys.exit(summary.exit_code)
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '45m', '6h', '1h30m', '1d' -> seconds."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    matches = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms]?)", text.strip().lower())
+    if not matches or re.sub(r"[\d.\sdhms]", "", text.lower()):
+        raise UsageError(f"--max-runtime {text!r}: expected a duration such as 90m, 6h or 1h30m")
+    seconds = sum(float(n) * units[u or "s"] for n, u in matches)
+    if seconds <= 0:
+        raise UsageError(f"--max-runtime {text!r}: must be longer than zero")
+    return seconds
 
 
 @main.command()
@@ -116,11 +139,11 @@ def validate(file: str, as_json: bool, quiet: bool, **options) -> None:
     sys.exit(1 if summary.errors else 0)
 
 
-def _run(file: str, options: dict, dry_run: bool):
+def _run(file: str, options: dict, dry_run: bool, **run_options):
     from .runner import run as run_file
 
     config = _load(options)
-    return run_file(config, file, dry_run=dry_run)
+    return run_file(config, file, dry_run=dry_run, **run_options)
 
 
 def _report(summary, as_json: bool, quiet: bool) -> None:
@@ -132,7 +155,11 @@ def _report(summary, as_json: bool, quiet: bool) -> None:
 
 def human_summary(s) -> str:
     folder = Path(s.reports["summary"]).parent
-    lines = [
+    lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (use --restart to send it all again)"
+             ] if s.replayed else []
+    if s.resumed:
+        lines.append(f"job {s.job_id}: resumed; rows settled by earlier runs were not sent again")
+    lines += [
         f"{s.rows} rows: {s.success} updated, {s.errors} errors ({s.validation_errors} invalid,"
         f" {s.api_errors} refused by the API, {s.network_errors} network, {s.not_sent} not sent),"
         f" {s.skipped} skipped",

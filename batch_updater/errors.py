@@ -4,6 +4,7 @@ Per-row problems are values (RowOutcome), never exceptions. Only what ends the r
 raises, and the CLI maps these to exit codes in one place::
 
     BatchUpdaterError            exit 2 unless a subclass says otherwise
+    ├── UsageError               a malformed command-line value
     ├── ConfigError              bad config file, option or environment variable
     ├── InputError               unreadable input file, bad header, too many invalid rows
     ├── JobLocked                another process runs the same job
@@ -16,6 +17,10 @@ from __future__ import annotations
 
 class BatchUpdaterError(Exception):
     exit_code = 2
+
+
+class UsageError(BatchUpdaterError):
+    pass
 
 
 class ConfigError(BatchUpdaterError):

@@ -73,13 +73,20 @@ class WorkerPool:
             self._waiting[key].append(payload)  # the worker holding this customer sends it next
             return
         self._waiting[key] = deque()
-        await self._queue.put(payload)
+        await self._unless_halted(self._queue.put(payload))  # workers may be gone once halted
 
     async def finish(self) -> None:
-        """Wait for every submitted row, then stop the workers."""
+        """Wait for every submitted row, then stop the workers (or for their cancellation)."""
+        closing = asyncio.ensure_future(self._close_queue())
+        results = await asyncio.gather(*self._workers, return_exceptions=True)
+        closing.cancel()
+        for result in results:
+            if isinstance(result, Exception):  # a bug, not a cancellation: surface it
+                raise result
+
+    async def _close_queue(self) -> None:
         for _ in self._workers:
             await self._queue.put(None)
-        await asyncio.gather(*self._workers)
 
     def stop(self, reason: str) -> None:
         """Stop dispatching (signal, --max-runtime): in-flight requests complete."""

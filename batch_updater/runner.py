@@ -8,20 +8,22 @@ previous chunk, so the file work overlaps the network work.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 
 from .columns import ColumnPlan, resolve_headers
 from .config import Config
 from .errors import InputError
-from .journal import FLUSH_SECONDS, Journal
+from .jobs import Job, job_folder, job_identity, open_job
+from .journal import FINAL, FLUSH_SECONDS, IN_FLIGHT, Journal
 from .outcomes import RowOutcome, Status
+from .mapping import Payload
 from .prepare import Prepared, prepare_chunks
 from .reader import CsvInput, open_input
 from .reports import ReportCounts, ReportPaths, open_private, write_private, write_reports
@@ -54,53 +56,77 @@ class RunSummary:
     reason: str | None
     reports: dict[str, str]
     config: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False            # continued a job an earlier run left unfinished
+    replayed: bool = False           # the job had finished: nothing sent, its summary repeated
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
 
 
-def run(config: Config, input_path: str | Path, *, dry_run: bool = False) -> RunSummary:
-    """Apply every row of `input_path`; raise BatchUpdaterError only for a whole-run failure."""
+def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restart: bool = False,
+        max_runtime_seconds: float | None = None) -> RunSummary:
+    """Apply every row of `input_path`; raise BatchUpdaterError only for a whole-run failure.
+
+    A run continues its job where an earlier run stopped (no row with a final outcome is
+    sent again); a finished job replays its summary unless `restart`.
+    """
     started = datetime.now(timezone.utc)
     source = open_input(input_path, config.input)
     plan = resolve_headers(source.headers, dict(config.columns), str(source.path))
-    job_id = job_identity(source.path, config)
-    folder = _run_folder(config.output.dir, source.path, job_id, started)
-    paths = ReportPaths.in_folder(folder)
-    journal = Journal(folder / "journal.sqlite")
+    if dry_run:
+        return _dry_run(config, source, plan, started)
+    job = open_job(config, source.path, restart=restart)
     try:
-        stats = asyncio.run(_process(config, source, plan, journal, folder, dry_run))
-        journal.flush()
-        reason = stats.get("reason")
-        counts = write_reports(paths, source.headers, source.chunks(), journal,
-                               reason or ("dry run: not sent" if dry_run else "not sent"))
+        if job.finished:
+            return _replay(job)
+        job.journal.set_meta(status="running")
+        folder = _run_folder(job.folder, "run", started)
+        stats = asyncio.run(_send(prepare_chunks(source, plan, config), job.journal, config,
+                                  max_runtime_seconds))
+        stats["resumed"] = job.resuming
+        summary = _finish(config, source, job.id, job.journal, folder, stats, started)
+        job.journal.set_meta(status=JOB_STATUS[summary.exit_code], summary=summary.to_json().decode())
+        return summary
     finally:
-        journal.close()
+        job.close()
+
+
+JOB_STATUS = {0: "finished", 1: "finished", 3: "aborted", 4: "stopped"}
+
+
+def _dry_run(config: Config, source: CsvInput, plan: ColumnPlan, started: datetime) -> RunSummary:
+    job_id = job_identity(source.path, config)
+    folder = _run_folder(job_folder(config, source.path, job_id), "dry-run", started)
+    with Journal(folder / "journal.sqlite") as journal:
+        stats = asyncio.run(_preview(prepare_chunks(source, plan, config), journal,
+                                     folder / "preview.jsonl", config))
+        return _finish(config, source, job_id, journal, folder, stats, started, dry_run=True)
+
+
+def _replay(job: Job) -> RunSummary:
+    stored = orjson.loads(job.journal.meta()["summary"])
+    stored["replayed"] = True
+    return RunSummary(**stored)
+
+
+def _finish(config: Config, source: CsvInput, job_id: str, journal: Journal, folder: Path,
+            stats: dict[str, Any], started: datetime, dry_run: bool = False) -> RunSummary:
+    journal.flush()
+    paths = ReportPaths.in_folder(folder)
+    not_sent = stats.get("reason") or ("dry run: not sent" if dry_run else "not sent")
+    counts = write_reports(paths, source.headers, source.chunks(), journal, not_sent)
     summary = _summary(config, source, job_id, paths, counts, stats, started, dry_run)
     write_private(paths.summary, summary.to_json())
     return summary
 
 
-def job_identity(path: Path, config: Config) -> str:
-    """The input's content plus every setting that changes what is sent."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    api = config.api
-    digest.update(orjson.dumps([api.base_url, api.source, api.account_id, api.identifier_name,
-                                api.use_async, sorted(config.columns.items())]))
-    return digest.hexdigest()[:12]
-
-
-def _run_folder(base: Path, input_path: Path, job_id: str, started: datetime) -> Path:
-    stem = input_path.name.split(".")[0] or "input"
-    job_folder = Path(base) / f"{stem}-{job_id}"
+def _run_folder(job_folder: Path, kind: str, started: datetime) -> Path:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     for n in range(1000):
-        folder = job_folder / (f"run-{stamp}" + (f"-{n}" if n else ""))
+        folder = job_folder / (f"{kind}-{stamp}" + (f"-{n}" if n else ""))
         try:
-            folder.mkdir(parents=True, mode=0o700)
+            job_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder.mkdir(mode=0o700)
             return folder
         except FileExistsError:
             continue
@@ -108,14 +134,6 @@ def _run_folder(base: Path, input_path: Path, job_id: str, started: datetime) ->
             raise InputError(f"cannot create the output folder {folder} ({exc.strerror});"
                              " choose another with --output-dir") from None
     raise InputError(f"too many runs in {job_folder} this second")
-
-
-async def _process(config: Config, source: CsvInput, plan: ColumnPlan, journal: Journal,
-                   folder: Path, dry_run: bool) -> dict[str, Any]:
-    chunks = prepare_chunks(source, plan, config)
-    if dry_run:
-        return await _preview(chunks, journal, folder / "preview.jsonl", config)
-    return await _send(chunks, journal, config)
 
 
 async def _next_in_thread(iterator: Iterator[Prepared]) -> Prepared | None:
@@ -136,7 +154,8 @@ async def _preview(chunks: Iterator[Prepared], journal: Journal, path: Path,
     return {"reason": None, "preview": str(path)}
 
 
-async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config) -> dict[str, Any]:
+async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
+                max_runtime_seconds: float | None = None) -> dict[str, Any]:
     from .client import ApiClient
     from .pool import WorkerPool
     from .ratelimit import RateLimiter
@@ -144,20 +163,31 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config) ->
     limits = config.limits
     client = ApiClient.open(config.api, limits)
     limiter = RateLimiter(limits.rate_per_minute, limits.window_seconds, limits.burst)
-    pool = WorkerPool(client, limiter, limits, journal.record)
+    in_doubt_rows: set[int] = set()  # in flight when an earlier run stopped
+    pool = WorkerPool(client, limiter, limits, journal.record,
+                      on_dispatch=lambda p: journal.dispatch(p.row, p.lookup.identifier_value),
+                      was_in_doubt=in_doubt_rows.__contains__)
     flusher = asyncio.create_task(_flush_every(journal, FLUSH_SECONDS))
+    loop = asyncio.get_running_loop()
+    remove_handlers = _on_stop_signals(loop, pool)
+    timer = (loop.call_later(max_runtime_seconds, pool.stop,
+                             f"--max-runtime of {max_runtime_seconds:g} s reached; run again to resume")
+             if max_runtime_seconds else None)
     began = time.monotonic()
     pool.start()
     try:
         while not pool.halted and (prepared := await _next_in_thread(chunks)) is not None:
             for outcome in prepared.outcomes:
                 journal.record(outcome)
-            for payload in prepared.payloads:
+            for payload in _unfinished(prepared.payloads, journal, in_doubt_rows):
                 if pool.halted:
                     break
                 await pool.submit(payload)
         await pool.finish()
     finally:
+        remove_handlers()
+        if timer:
+            timer.cancel()
         flusher.cancel()
         await client.close()
     elapsed = time.monotonic() - began
@@ -168,6 +198,43 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config) ->
             "in_doubt_attempts": stats.in_doubt,
             "http_statuses": {str(k): v for k, v in sorted(stats.status_counts.items())},
             "sending_seconds": elapsed}
+
+
+def _unfinished(payloads: list[Payload], journal: Journal, in_doubt_rows: set[int]) -> Iterator[Payload]:
+    """Skip rows an earlier run of the job settled; note those it left in flight."""
+    if not payloads:
+        return
+    states = journal.states(payloads[0].row, payloads[-1].row)
+    for payload in payloads:
+        state = states.get(payload.row)
+        if state in FINAL:
+            continue
+        if state == IN_FLIGHT:
+            in_doubt_rows.add(payload.row)
+        yield payload
+
+
+def _on_stop_signals(loop: asyncio.AbstractEventLoop, pool) -> Callable[[], None]:
+    """SIGINT/SIGTERM stop dispatching and let requests in flight finish; a second one
+    gives up on them at once (their rows stay in flight in the journal: resume is safe)."""
+    def on_signal(name: str) -> None:
+        if pool.halted:
+            pool.cancel()
+        else:
+            pool.stop(f"stopped by {name}; run the same command again to resume")
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+        except (ValueError, RuntimeError, NotImplementedError):
+            pass  # not the main thread (e.g. inside a test runner's worker): no handlers
+
+    def remove() -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return remove
 
 
 async def _flush_every(journal: Journal, seconds: float) -> None:

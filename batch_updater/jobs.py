@@ -1,0 +1,145 @@
+"""Jobs: one input file's content plus the settings that change what is sent.
+
+A job lives in `<output dir>/<file stem>-<job id>/`: its journal, a lock file while a
+run is in progress, and one `run-<UTC time>/` folder per run. Running the same file
+with the same settings again resumes the job (or, when it finished, replays its
+summary); a changed file while an earlier job of that path is unfinished is refused
+unless the user asks to restart.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from .config import Config
+from .errors import InputError, JobLocked
+from .journal import Journal, read_meta
+
+JOURNAL_NAME = "journal.sqlite"
+LOCK_NAME = "lock"
+UNFINISHED = ("running", "stopped", "aborted")
+
+
+@dataclass
+class Job:
+    id: str
+    folder: Path
+    journal: Journal
+    status: str           # new | running | stopped | aborted | finished (as found)
+    lock: IO[str] | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def resuming(self) -> bool:
+        return self.status in UNFINISHED
+
+    def close(self) -> None:
+        self.journal.close()
+        if self.lock is not None:
+            self.lock.close()  # closing the file releases the flock
+
+
+def job_identity(path: Path, config: Config) -> str:
+    """A hash of the input's content and of every setting that changes what is sent."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    api = config.api
+    settings = [api.base_url, api.source, api.account_id, api.identifier_name, api.use_async,
+                sorted(config.columns.items()), repr(config.input)]
+    digest.update(orjson.dumps(settings, default=str))
+    return digest.hexdigest()[:12]
+
+
+def job_folder(config: Config, input_path: Path, job_id: str) -> Path:
+    stem = input_path.name.split(".")[0] or "input"
+    return Path(config.output.dir) / f"{stem}-{job_id}"
+
+
+def open_job(config: Config, input_path: Path, *, restart: bool = False) -> Job:
+    job_id = job_identity(input_path, config)
+    folder = job_folder(config, input_path, job_id)
+    _make_private_dirs(folder)
+    lock = _take_lock(folder / LOCK_NAME, job_id)
+    try:
+        _refuse_changed_input(config, input_path, job_id, restart)
+        journal_path = folder / JOURNAL_NAME
+        if restart and journal_path.exists():
+            _set_aside(journal_path)
+        status = read_meta(journal_path).get("status", "new") if journal_path.exists() else "new"
+        journal = Journal(journal_path)
+        journal.set_meta(job_id=job_id, input=str(input_path.resolve()))
+        return Job(job_id, folder, journal, status, lock)
+    except BaseException:
+        lock.close()
+        raise
+
+
+def _make_private_dirs(folder: Path) -> None:
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {folder} ({exc.strerror});"
+                         " choose another with --output-dir") from None
+
+
+def _take_lock(path: Path, job_id: str) -> IO[str]:
+    """An flock held for the whole run; the kernel releases it when the process dies,
+    so a lock left by a killed run is simply taken over."""
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise JobLocked(f"job {job_id} is already running ({holder}); wait for it to finish"
+                        " or stop it, then run again to resume") from None
+    handle.seek(0)
+    handle.truncate()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}, started {started}")
+    handle.flush()
+    return handle
+
+
+def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart: bool) -> None:
+    """An unfinished job of the same input path with other content or settings blocks us."""
+    resolved = str(input_path.resolve())
+    stem = job_folder(config, input_path, job_id).name.rsplit("-", 1)[0]
+    for journal_path in sorted(Path(config.output.dir).glob(f"{stem}-*/{JOURNAL_NAME}")):
+        meta = read_meta(journal_path)
+        if meta.get("job_id") == job_id or meta.get("input") != resolved:
+            continue
+        if meta.get("status") not in UNFINISHED:
+            continue
+        if restart:
+            with Journal(journal_path) as other:
+                other.set_meta(status="abandoned")
+            continue
+        raise InputError(
+            f"{input_path} or the settings changed since job {meta.get('job_id')} stopped"
+            f" unfinished ({journal_path.parent}); restore them to resume that job, or run"
+            " with --restart to start over with the file as it is now")
+
+
+def _set_aside(journal_path: Path) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(str(journal_path) + suffix)
+        if old.exists():
+            old.rename(journal_path.with_name(f"journal-before-restart-{stamp}.sqlite{suffix}"))
