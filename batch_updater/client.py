@@ -14,9 +14,9 @@ import hashlib
 import html
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -32,6 +32,9 @@ TOKEN_PATH = "/v3/oauth/token/generate"
 RETRYABLE_STATUSES = frozenset({408, 500, 502, 503, 504, 521})
 # Codes that mean "try again later" whatever the HTTP status says.
 RETRYABLE_CODES = frozenset({521})
+# Without an errors[] code these say the request is wrong for every row, not for this one:
+# 404 wrong resource (base_url), 405 wrong method, 415 wrong content type.
+FATAL_STATUSES = frozenset({404, 405, 415})
 ALREADY_ENROLLED_CODES = frozenset({"1216"})  # the sandbox's choice; real APIs are matched by message
 
 
@@ -42,6 +45,7 @@ class Verdict(str, Enum):
     THROTTLED = "throttled"    # 429
     RETRY = "retry"            # 5xx, 521: the API is busy or failing
     NETWORK = "network"        # no answer: connection failed, dropped or timed out
+    FATAL = "fatal"            # no row can succeed like this (wrong URL): stop the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,8 @@ class Attempt:
     warnings: str = ""
     retry_after: str | None = None
     in_doubt: bool = False     # the request may have reached the API
+    sent: bool = True          # False: no request went out (no OAuth token to send it with)
+    renewed: bool = False      # a 401 came first, the token was renewed and the row sent again
 
 
 def basic_authorization(username: str, password: str) -> str:
@@ -63,6 +69,20 @@ def basic_authorization(username: str, password: str) -> str:
 
 
 def classify(status: int, body: bytes, content_type: str = "", retry_after: str | None = None) -> Attempt:
+    """What an answer means: errors[].code first, then the HTTP status.
+
+    =====================================  ===========
+    errors[] with 429 / 401, 403           THROTTLED / AUTH
+    errors[] with 5xx, or code 521         RETRY
+    errors[] otherwise (200, 400, 404...)  BUSINESS (final for this row)
+    2xx JSON object without errors         SUCCESS
+    2xx unreadable                         RETRY, in doubt (it may have been applied)
+    429 / 401, 403                         THROTTLED / AUTH
+    408, 5xx, 521 (HTML gateway pages)     RETRY
+    404, 405, 415                          FATAL (wrong URL or request: no row can succeed)
+    other 4xx                              BUSINESS
+    =====================================  ===========
+    """
     data = _json_object(body)
     errors = data.get("errors") if data else None
     warnings = _warnings(data.get("warnings") if data else None)
@@ -72,19 +92,24 @@ def classify(status: int, body: bytes, content_type: str = "", retry_after: str 
             return Attempt(Verdict.THROTTLED, status, code, message, retry_after=retry_after)
         if status in (401, 403):
             return Attempt(Verdict.AUTH, status, code, message)
-        if status in RETRYABLE_STATUSES or _as_int(code) in RETRYABLE_CODES:
+        if status in RETRYABLE_STATUSES or status >= 500 or _as_int(code) in RETRYABLE_CODES:
             return Attempt(Verdict.RETRY, status, code, message, retry_after=retry_after)
         return Attempt(Verdict.BUSINESS, status, code, message, warnings=warnings)
-    if status == 200 and data is not None:
+    if 200 <= status < 300 and data is not None:
         created = data.get("createdId", data.get("entity", ""))
         return Attempt(Verdict.SUCCESS, status, customer_id=str(created or ""), warnings=warnings)
     message = summarise_body(status, body, content_type)
+    if 200 <= status < 300:
+        return Attempt(Verdict.RETRY, status, message=f"{message} (not the API's JSON answer:"
+                       " the update may or may not have been applied)", in_doubt=True)
     if status == 429:
         return Attempt(Verdict.THROTTLED, status, message=message, retry_after=retry_after)
     if status in (401, 403):
         return Attempt(Verdict.AUTH, status, message=message)
     if status in RETRYABLE_STATUSES or status >= 500:
         return Attempt(Verdict.RETRY, status, message=message, retry_after=retry_after)
+    if status in FATAL_STATUSES:
+        return Attempt(Verdict.FATAL, status, message=message)
     return Attempt(Verdict.BUSINESS, status, message=message)
 
 
@@ -142,8 +167,21 @@ def summarise_body(status: int, body: bytes, content_type: str) -> str:
     return f"HTTP {status} ({kind}){': ' + text if text else ''}"
 
 
+class TokenUnavailable(Exception):
+    """The token route failed in a way that may pass (network, 429, 5xx): retry the row."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
 class OAuthToken:
-    """Fetches a token, renews it before it expires, and on demand after a 401."""
+    """Fetches a token, renews it before it expires, and on demand after a 401.
+
+    A refused key or secret (or a route that is not a token route) aborts the run; a
+    token route that is down or throttled raises TokenUnavailable, retried like a 5xx.
+    """
 
     RENEW_FRACTION = 0.2  # renew when less than this share of the lifetime is left
 
@@ -164,6 +202,8 @@ class OAuthToken:
         return {"X-CAP-API-OAUTH-TOKEN": self._token or ""}
 
     def invalidate(self, token_header: dict[str, str]) -> None:
+        """The API refused this token: the next header() fetches a new one (unless a
+        newer token has replaced it already)."""
         if token_header.get("X-CAP-API-OAUTH-TOKEN") == self._token:
             self._token = None
 
@@ -171,14 +211,18 @@ class OAuthToken:
         url = self._api.base_url.rstrip("/") + TOKEN_PATH
         body = {"key": self._api.username, "secret": self._api.password.reveal()}
         try:
-            async with self._session.post(url, data=orjson.dumps(body),
-                                          headers={"Content-Type": "application/json"}) as response:
+            async with self._session.post(url, data=orjson.dumps(body), headers={
+                    "Content-Type": "application/json", "Accept": "application/json"}) as response:
                 raw = await response.read()
                 status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise RunAborted(f"cannot get an OAuth token from {url}: {_network_message(exc)}") from None
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise TokenUnavailable(f"cannot get an OAuth token from {url}: {_network_message(exc)}") from None
         data = _json_object(raw) or {}
         token = (data.get("data") or {}).get("accessToken") if isinstance(data.get("data"), dict) else None
+        if status == 429 or status in RETRYABLE_STATUSES or status >= 500:
+            raise TokenUnavailable(f"cannot get an OAuth token from {url}: "
+                                   f"{summarise_body(status, raw, response.content_type)}", status, retry_after)
         if status != 200 or not token:
             raise RunAborted(f"OAuth token request refused (HTTP {status}): check [api] username"
                              " (the OAuth key) and the secret in BATCH_UPDATER_PASSWORD")
@@ -201,7 +245,8 @@ class ApiClient:
     @classmethod
     def open(cls, api: ApiSettings, limits: LimitSettings) -> "ApiClient":
         timeout = aiohttp.ClientTimeout(total=limits.timeout_seconds,
-                                        sock_connect=limits.connect_timeout_seconds)
+                                        sock_connect=limits.connect_timeout_seconds,
+                                        sock_read=limits.read_timeout_seconds)
         connector = aiohttp.TCPConnector(limit=limits.concurrency + 2)
         session = aiohttp.ClientSession(timeout=timeout, connector=connector,
                                         json_serialize=lambda o: orjson.dumps(o).decode())
@@ -225,12 +270,29 @@ class ApiClient:
         query = urlencode(payload.lookup.query(self.api.use_async), quote_via=quote, safe="")
         return URL(f"{self.api.base_url.rstrip('/')}{LOOKUP_PATH}?{query}", encoded=True)
 
-    async def send(self, payload: Payload) -> Attempt:
-        auth = await self._auth_headers()
+    async def send(self, payload: Payload, pace: Callable[[], Awaitable[object]] | None = None) -> Attempt:
+        """One attempt for a row; `pace` is awaited right before each request goes out.
+
+        With OAuth, a 401 renews the token once and sends the row again (paced too):
+        the returned Attempt then says `renewed` and carries the second answer.
+        """
+        try:
+            await self._auth_headers()  # fetch or renew the token before taking a slot...
+            if pace is not None:
+                await pace()
+            auth = await self._auth_headers()  # ...so this is instant and the slot is not wasted
+        except TokenUnavailable as exc:
+            return _token_unavailable(exc)
         attempt = await self._put(payload, auth)
         if attempt.verdict is Verdict.AUTH and attempt.http_status == 401 and self.token:
             self.token.invalidate(auth)  # renew once: the token may have expired early
-            attempt = await self._put(payload, await self._auth_headers())
+            try:
+                auth = await self._auth_headers()
+            except TokenUnavailable:
+                return attempt
+            if pace is not None:
+                await pace()
+            attempt = replace(await self._put(payload, auth), renewed=True)
         return attempt
 
     async def _put(self, payload: Payload, auth: dict[str, str]) -> Attempt:
@@ -241,13 +303,27 @@ class ApiClient:
                 body = await response.read()
                 return classify(response.status, body, response.headers.get("Content-Type", ""),
                                 response.headers.get("Retry-After"))
-        except asyncio.TimeoutError:
-            return Attempt(Verdict.NETWORK, message="timed out waiting for the API", in_doubt=True)
+        except aiohttp.ConnectionTimeoutError as exc:  # before asyncio.TimeoutError: a subclass
+            return Attempt(Verdict.NETWORK, message=f"not sent: {_network_message(exc)}")
         except aiohttp.ClientConnectorError as exc:
-            return Attempt(Verdict.NETWORK, message=_network_message(exc))
-        except aiohttp.ClientError as exc:
+            return Attempt(Verdict.NETWORK, message=f"not sent: {_network_message(exc)}")
+        except aiohttp.SocketTimeoutError:
+            return _in_doubt("no answer within read_timeout_seconds")
+        except asyncio.TimeoutError:
+            return _in_doubt("no answer within timeout_seconds")
+        except (aiohttp.ClientError, OSError) as exc:
             # The request was written (or partly written) and no full answer came back.
-            return Attempt(Verdict.NETWORK, message=_network_message(exc), in_doubt=True)
+            return _in_doubt(_network_message(exc))
+
+
+def _in_doubt(what: str) -> Attempt:
+    return Attempt(Verdict.NETWORK, message=f"sent, no answer ({what}): the update may or may not"
+                   " have been applied", in_doubt=True)
+
+
+def _token_unavailable(exc: TokenUnavailable) -> Attempt:
+    verdict = Verdict.NETWORK if exc.status is None else Verdict.RETRY
+    return Attempt(verdict, exc.status, message=str(exc), retry_after=exc.retry_after, sent=False)
 
 
 def _network_message(exc: BaseException) -> str:

@@ -70,8 +70,16 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("limits", "window_seconds"): Setting("float", 60.0, minimum=0.01),
     ("limits", "burst"): Setting("int", 1, minimum=1),
     ("limits", "concurrency"): Setting("int", 8, minimum=1),
-    ("limits", "timeout_seconds"): Setting("float", 30.0, minimum=0.01),
+    ("limits", "window_margin_seconds"): Setting(
+        "float", 0.25, minimum=0.0,
+        help="added to the rolling window: absorbs arrival jitter at the API (cost: margin/window of the rate)"),
+    ("limits", "timeout_seconds"): Setting("float", 30.0, minimum=0.01, help="whole request, connect to last byte"),
     ("limits", "connect_timeout_seconds"): Setting("float", 10.0, minimum=0.01),
+    ("limits", "read_timeout_seconds"): Setting(
+        "float", None, minimum=0.01, help="longest silence while waiting for the answer; default: only the total"),
+    ("limits", "backoff_base_seconds"): Setting("float", 0.5, minimum=0.001,
+                                                help="first retry waits up to this; doubles per attempt"),
+    ("limits", "backoff_cap_seconds"): Setting("float", 60.0, minimum=0.001),
     ("limits", "max_attempts"): Setting("int", 5, minimum=1),
     ("limits", "auth_failures_to_abort"): Setting("int", 3, minimum=1),
     ("limits", "consecutive_failures_to_abort"): Setting("int", 50, minimum=1),
@@ -109,6 +117,10 @@ class LimitSettings:
     max_attempts: int
     auth_failures_to_abort: int
     consecutive_failures_to_abort: int
+    window_margin_seconds: float = 0.25
+    read_timeout_seconds: float | None = None
+    backoff_base_seconds: float = 0.5
+    backoff_cap_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -317,6 +329,10 @@ def _cross_checks(typed: dict, problems: list[str]) -> None:
     source = typed.get(("api", "source"))
     if source in MULTI_ACCOUNT_SOURCES and not typed.get(("api", "account_id")):
         problems.append(f"[api] source {source} is a multi-account source: set [api] account_id")
+    margin, window = typed.get(("limits", "window_margin_seconds")), typed.get(("limits", "window_seconds"))
+    if margin is not None and window is not None and margin >= window:
+        problems.append(f"[limits] window_margin_seconds ({margin:g}) must be shorter than"
+                        f" window_seconds ({window:g})")
     url = typed.get(("api", "base_url"))
     if url and not str(url).startswith(("http://", "https://")):
         problems.append(f"[api] base_url must start with http:// or https://, got {url!r}")

@@ -79,8 +79,8 @@ def open_job(config: Config, input_path: Path, *, restart: bool = False) -> Job:
         journal_path = folder / JOURNAL_NAME
         if restart and journal_path.exists():
             _set_aside(journal_path)
-        status = read_meta(journal_path).get("status", "new") if journal_path.exists() else "new"
         journal = Journal(journal_path)
+        status = journal.meta().get("status", "new")
         journal.set_meta(job_id=job_id, input=str(input_path.resolve()))
         return Job(job_id, folder, journal, status, lock)
     except BaseException:

@@ -106,9 +106,11 @@ class Journal:
 
 
 def read_meta(path: Path) -> dict[str, str]:
-    """Another job's facts, read without creating or locking anything."""
+    """Another job's facts (read-write open: a read-only one cannot replay a crashed WAL)."""
+    if not path.exists():
+        return {}
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(path, timeout=1.0)
         try:
             return dict(db.execute("SELECT key, value FROM meta").fetchall())
         finally:

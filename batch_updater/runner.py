@@ -276,4 +276,4 @@ def _summary(config: Config, source: CsvInput, job_id: str, paths: ReportPaths, 
         duration_seconds=round((finished - started).total_seconds(), 3),
         achieved_rate_per_minute=round(requests / seconds * 60, 1) if seconds > 0 else 0.0,
         rate_limit_per_minute=config.limits.rate_per_minute, reason=stats.get("reason"),
-        reports=report_paths, config=config.public_dict())
+        reports=report_paths, config=config.public_dict(), resumed=stats.get("resumed", False))
