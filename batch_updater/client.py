@@ -1,9 +1,11 @@
 """One HTTP attempt against the customer update API, and the classification of its answer.
 
 `classify` is the single place that decides what an answer means, by errors[].code
-first and HTTP status second. The client never retries on its own: aiohttp's silent
-re-send of an idempotent request on a closed keep-alive connection is turned off, so
-every attempt is counted and an attempt in doubt is never hidden.
+first and HTTP status second. The client never retries on its own (but for sending a
+row once more with a renewed OAuth token after a 401): aiohttp's silent re-send of an
+idempotent request on a closed keep-alive connection is turned off, so every attempt is
+counted and an attempt in doubt is never hidden. Each request goes out right after the
+caller's pacing hook lets it, so the rate limiter sees the start times the API counts.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Attempt:
     retry_after: str | None = None
     in_doubt: bool = False     # the request may have reached the API
     sent: bool = True          # False: no request went out (no OAuth token to send it with)
-    renewed: bool = False      # a 401 came first, the token was renewed and the row sent again
+    renewed: bool = False      # a 401 came first (one more request): the token was dropped and renewed
 
 
 def basic_authorization(username: str, password: str) -> str:
@@ -223,6 +225,9 @@ class OAuthToken:
         if status == 429 or status in RETRYABLE_STATUSES or status >= 500:
             raise TokenUnavailable(f"cannot get an OAuth token from {url}: "
                                    f"{summarise_body(status, raw, response.content_type)}", status, retry_after)
+        if status in (404, 405):
+            raise RunAborted(f"no OAuth token route at {url} (HTTP {status}): check [api] base_url,"
+                             " the cluster's host (e.g. https://eu.api.capillarytech.com)")
         if status != 200 or not token:
             raise RunAborted(f"OAuth token request refused (HTTP {status}): check [api] username"
                              " (the OAuth key) and the secret in BATCH_UPDATER_PASSWORD")
@@ -288,8 +293,8 @@ class ApiClient:
             self.token.invalidate(auth)  # renew once: the token may have expired early
             try:
                 auth = await self._auth_headers()
-            except TokenUnavailable:
-                return attempt
+            except TokenUnavailable as exc:
+                return replace(_token_unavailable(exc), renewed=True)
             if pace is not None:
                 await pace()
             attempt = replace(await self._put(payload, auth), renewed=True)

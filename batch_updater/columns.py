@@ -2,7 +2,9 @@
 
 A header matches case-insensitively after trimming, first through the config's
 [columns] renames, then against the canonical names. The report's own columns
-(prefixed "_") are ignored, so an errors.csv can be fed back unchanged.
+(prefixed "_") are ignored, so an errors.csv can be fed back unchanged; so is a
+column without a header (a trailing delimiter, an empty spreadsheet column) as long
+as it holds no values: a value in it makes its row invalid (see prepare.py).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class ColumnPlan:
     """Which input column (by position) feeds which canonical column."""
 
     headers: tuple[str, ...]          # as in the file
-    canonical: tuple[str | None, ...]  # per position; None = a report column, ignored
+    canonical: tuple[str | None, ...]  # per position; None = a report or unnamed column, ignored
+    unnamed: tuple[int, ...] = ()     # positions without a header: must hold no values
 
     @property
     def used(self) -> list[tuple[int, str]]:
@@ -95,31 +98,49 @@ class ColumnPlan:
 def resolve_headers(headers: list[str], renames: dict[str, str], source: str) -> ColumnPlan:
     """Map a file's headers to canonical names, or raise InputError naming every bad one."""
     canonical: list[str | None] = []
-    unknown: list[str] = []
-    for header in headers:
+    unnamed: list[int] = []
+    problems: list[str] = []
+    for position, header in enumerate(headers):
         key = str(header).strip()
-        if key.startswith(REPORT_COLUMN_PREFIX):
+        if key.startswith(REPORT_COLUMN_PREFIX) or not key:
             canonical.append(None)
+            if not key:
+                unnamed.append(position)
             continue
         target = renames.get(key.lower(), key)
         name = canonical_name(target)
         if name is None:
-            unknown.append(key)
+            problems.append(_unknown_message(key, None if target == key else target))
+        elif name.startswith("commChannels.") and name.endswith(".lastViewedDate") \
+                and name != "commChannels.mobilePush.lastViewedDate":
+            problems.append(f"column '{key}': lastViewedDate is only for the mobilePush channel"
+                            " (commChannels.mobilePush.lastViewedDate)")
         canonical.append(name)
-    problems = [_unknown_message(name) for name in unknown]
+    if any(p.startswith("unknown column") for p in problems):
+        problems.append("rename unknown columns, map them in the config's [columns] table,"
+                        " or start their names with _ to have them ignored")
     problems += _duplicate_messages(headers, canonical)
     if "identifierValue" not in canonical:
         problems.append("no identifierValue column (map your identifier column to it in the"
                         " config's [columns] table, e.g. \"Mobile No\" = \"identifierValue\")")
     if problems:
         raise InputError(f"{source}: header row: " + "; ".join(problems))
-    return ColumnPlan(tuple(str(h) for h in headers), tuple(canonical))
+    return ColumnPlan(tuple(str(h) for h in headers), tuple(canonical), tuple(unnamed))
 
 
-def _unknown_message(name: str) -> str:
-    close = difflib.get_close_matches(name, _known_examples(), n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"unknown column '{name}'{hint}"
+def _unknown_message(header: str, target: str | None) -> str:
+    hint = _closest(header if target is None else target)
+    if target is not None:
+        return (f"the config's [columns] maps '{header}' to '{target}', which is not a column"
+                f" name{hint}: fix the [columns] table")
+    return f"unknown column '{header}'{hint}"
+
+
+def _closest(name: str) -> str:
+    known = {example.lower(): example for example in _known_examples()}
+    squeezed = name.lower().replace(" ", "").replace("_", "")
+    close = difflib.get_close_matches(squeezed, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {known[close[0]]}?)" if close else ""
 
 
 def _duplicate_messages(headers: list[str], canonical: list[str | None]) -> list[str]:

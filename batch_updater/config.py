@@ -87,10 +87,15 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("input", "chunk_rows"): Setting("int", 10_000, minimum=1),
     ("input", "encoding"): Setting("str", help="text encoding; default UTF-8 with or without BOM"),
     ("input", "delimiter"): Setting("str", help="CSV delimiter; default sniffed"),
+    ("input", "sheet"): Setting("str", help="Excel sheet: a name, or its position from 1; default the first"),
+    ("input", "timezone"): Setting("zone", "UTC", help="IANA zone for date-times written without an offset"),
+    ("input", "max_invalid"): Setting("threshold", help="stop before sending when more rows are invalid: N or N%"),
+    ("input", "duplicates"): Setting("choice", "sequential", ("sequential", "last", "reject"),
+                                     help="several rows for one customer: send all in order, the last, or none"),
 }
 # `password` may sit in the file (with a permissions warning) but is not an option.
 FILE_ONLY_KEYS = {("api", "password")}
-TABLES = ("columns",)
+TABLES = ("columns", "types")
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,13 @@ class InputSettings:
     chunk_rows: int
     encoding: str | None
     delimiter: str | None
+    sheet: str | None = None
+    timezone: str = "UTC"
+    max_invalid: str | None = None       # "100" rows or "5%" of the non-blank rows
+    duplicates: str = "sequential"
+    # [types]: canonical fields.* / extendedFields.* name -> a FIELD_TYPES name
+    # or a tuple of allowed values. Here, not in Config, so the job identity covers it.
+    types: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -191,6 +203,7 @@ def load_config(path: str | os.PathLike | None = None, *,
              for key in SETTINGS if (key in values)}
     password = _password(raw, typed, environ, problems)
     columns = _columns(raw.get("columns", {}), problems)
+    types = _types(raw.get("types", {}), problems)
     _cross_checks(typed, problems)
     if problems:
         raise ConfigError(problems)
@@ -198,7 +211,7 @@ def load_config(path: str | os.PathLike | None = None, *,
         api=ApiSettings(**_section(typed, "api"), password=password),
         limits=LimitSettings(**_section(typed, "limits")),
         output=OutputSettings(**_section(typed, "output")),
-        input=InputSettings(**_section(typed, "input")),
+        input=InputSettings(**_section(typed, "input"), types=types),
         columns=columns,
         warnings=tuple(warnings),
         path=Path(path) if path else None,
@@ -290,12 +303,34 @@ def _to_str(value: Any) -> str:
     return str(value)
 
 
+def _to_threshold(value: Any) -> str:
+    """--max-invalid: a count of rows (`100`) or a share of the rows (`5%`)."""
+    text = _to_str(value).strip().replace(" ", "")
+    number = text[:-1] if text.endswith("%") else text
+    if not number.replace(".", "", 1).isdigit() or (number.count(".") and not text.endswith("%")):
+        raise ValueError(value)
+    if text.endswith("%") and float(number) > 100:
+        raise ValueError(value)
+    return text
+
+
+def _to_zone(value: Any) -> str:
+    from .values import zone
+
+    text = _to_str(value).strip()
+    zone(text)  # ValueError when unknown
+    return text
+
+
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "str": _to_str, "choice": _to_str, "int": _to_int, "float": _to_float,
     "bool": _to_bool, "path": lambda v: Path(_to_str(v)).expanduser(),
+    "threshold": _to_threshold, "zone": _to_zone,
 }
 _KIND_NAMES = {"str": "text", "choice": "text", "int": "a whole number", "float": "a number",
-               "bool": "true or false", "path": "a path"}
+               "bool": "true or false", "path": "a path",
+               "threshold": "a number of rows or a percentage (e.g. 100 or 5%)",
+               "zone": "an IANA time zone name (e.g. UTC, Asia/Kolkata, Europe/London)"}
 
 
 def _password(raw: dict, typed: dict, environ: Mapping[str, str], problems: list[str]) -> Secret:
@@ -323,6 +358,29 @@ def _columns(table: Any, problems: list[str]) -> dict[str, str]:
             continue
         columns[header.strip().lower()] = canonical.strip()
     return columns
+
+
+def _types(table: Any, problems: list[str]) -> dict[str, str | tuple[str, ...]]:
+    """[types]: "extendedFields.dateOfBirth" = "date", "fields.size" = ["S", "M", "L"]."""
+    from .values import FIELD_TYPES
+
+    types: dict[str, str | tuple[str, ...]] = {}
+    for name, kind in table.items():
+        family, _, rest = name.strip().partition(".")
+        if family.lower() not in ("fields", "extendedfields") or not rest.strip():
+            problems.append(f"[types] '{name}': only fields.<name> and extendedFields.<name> columns"
+                            " take a type (the other columns' types are fixed)")
+            continue
+        key = ("fields." if family.lower() == "fields" else "extendedFields.") + rest.strip()
+        if isinstance(kind, str) and kind.strip().lower() in FIELD_TYPES:
+            types[key] = kind.strip().lower()
+        elif isinstance(kind, list) and kind and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                     and str(v).strip() for v in kind):
+            types[key] = tuple(str(v).strip() for v in kind)
+        else:
+            problems.append(f"[types] '{name}': expected one of {', '.join(FIELD_TYPES)} or a list of"
+                            f" allowed values, got {kind!r}")
+    return dict(sorted(types.items()))
 
 
 def _cross_checks(typed: dict, problems: list[str]) -> None:

@@ -5,6 +5,11 @@ customer also takes every later row of that customer that arrives while it is bu
 in file order, so two requests for one customer are never in flight together.
 Every row handed to `submit` comes back through `on_outcome` exactly once, unless
 the run is aborted or stopped first; rows without an outcome are reported as not_sent.
+
+Each request takes its slot from the shared RateLimiter right before it goes out (the
+client calls the pool's pacing hook after any OAuth renewal), so the limiter's start
+times stay close to the arrival times the API counts. A 429 pauses and slows the whole
+pool; 401/403, a wrong URL (FATAL) and rows failing after every retry abort the run.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from .outcomes import RowOutcome, Stage, Status
 from .ratelimit import RateLimiter
 
 RETRYABLE = frozenset({Verdict.THROTTLED, Verdict.RETRY, Verdict.NETWORK})
+
+
+class _Halted(Exception):
+    """Raised by the pacing hook when the run halted while a worker waited for a slot."""
 
 
 @dataclass
@@ -54,6 +63,7 @@ class WorkerPool:
         self._waiting: dict[str, deque[Payload]] = {}  # customers in a worker's hands
         self._workers: list[asyncio.Task] = []
         self._auth_failures = 0
+        self._fatal_answers = 0
         self._failure_streak = 0
         self.stats = PoolStats()
         self.abort_reason: str | None = None
@@ -131,25 +141,27 @@ class WorkerPool:
         in_doubt = self._was_in_doubt(payload.row)
         self._on_dispatch(payload)
         while True:
-            if not await self._unless_halted(self._limiter.acquire()):
-                return None  # stays in flight in the journal: resume sends it again
             attempts += 1
             try:
-                attempt = await self._client.send(payload)
-            except RunAborted as exc:  # e.g. no OAuth token: nothing was sent
+                attempt = await self._client.send(payload, pace=self._pace)
+            except _Halted:
+                return None  # stays in flight in the journal: resume sends it again
+            except RunAborted as exc:  # e.g. the OAuth key was refused: nothing was sent
                 self.abort(str(exc))
                 return None
             in_doubt = in_doubt or attempt.in_doubt
             self._count(attempt)
             if attempt.verdict is Verdict.SUCCESS:
                 self._limiter.succeeded()
-                self._auth_failures = self._failure_streak = 0
+                self._auth_failures = self._fatal_answers = self._failure_streak = 0
                 return _outcome(payload, attempt, attempts, in_doubt)
             if in_doubt and already_enrolled(payload, attempt):
                 # An earlier attempt whose answer was lost did the enrolment: applied.
                 return _outcome(payload, applied_before(attempt), attempts, in_doubt)
             if attempt.verdict is Verdict.AUTH:
                 return self._auth_failed(payload, attempt, attempts, in_doubt)
+            if attempt.verdict is Verdict.FATAL:
+                return self._fatal(payload, attempt, attempts, in_doubt)
             if attempt.verdict in RETRYABLE and attempts < self._limits.max_attempts and not self.halted:
                 if not await self._unless_halted(self._back_off(attempt, attempts)):
                     return None
@@ -157,8 +169,14 @@ class WorkerPool:
                 continue
             return self._failed(payload, attempt, attempts, in_doubt)
 
+    async def _pace(self) -> None:
+        """Wait for a slot from the shared limiter, right before a request goes out."""
+        if not await self._unless_halted(self._limiter.acquire()) or self.halted:
+            raise _Halted
+
     async def _back_off(self, attempt: Attempt, attempts: int) -> None:
-        delay = retry_delay(attempts, attempt.retry_after, rng=self._rng, base=0.5, cap=60.0)
+        delay = retry_delay(attempts, attempt.retry_after, rng=self._rng,
+                            base=self._limits.backoff_base_seconds, cap=self._limits.backoff_cap_seconds)
         if attempt.verdict is Verdict.THROTTLED:
             # The whole pool slows down together, not each worker on its own.
             self._limiter.throttled()
@@ -173,6 +191,14 @@ class WorkerPool:
                        " check [api] username and BATCH_UPDATER_PASSWORD, then run again to resume")
         return _outcome(payload, attempt, attempts, in_doubt)
 
+    def _fatal(self, payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
+        self._fatal_answers += 1
+        if self._fatal_answers >= self._limits.auth_failures_to_abort:
+            self.abort(f"the API answered {self._fatal_answers} rows in a row with {attempt.message},"
+                       " which no row can get past; check [api] base_url (the cluster's host, e.g."
+                       " https://eu.api.capillarytech.com), then run again to resume")
+        return _outcome(payload, attempt, attempts, in_doubt)
+
     def _failed(self, payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
         if attempt.verdict in RETRYABLE:
             self._failure_streak += 1
@@ -181,17 +207,23 @@ class WorkerPool:
                            f" {self._limits.max_attempts} attempts (last: {attempt.message});"
                            " run the same command again later to resume")
         else:
-            self._failure_streak = 0
+            self._failure_streak = self._fatal_answers = 0
         return _outcome(payload, attempt, attempts, in_doubt)
 
     def _count(self, attempt: Attempt) -> None:
+        counts = self.stats.status_counts
+        if attempt.renewed:  # the 401 that made the client renew its token
+            self.stats.requests += 1
+            counts[401] = counts.get(401, 0) + 1
+        if not attempt.sent:
+            return
         self.stats.requests += 1
         if attempt.verdict is Verdict.THROTTLED:
             self.stats.throttled += 1
         if attempt.in_doubt:
             self.stats.in_doubt += 1
         status = attempt.http_status or 0
-        self.stats.status_counts[status] = self.stats.status_counts.get(status, 0) + 1
+        counts[status] = counts.get(status, 0) + 1
 
 
 def _outcome(payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .columns import REPORT_COLUMN_PREFIX
+from .csvsafe import neutralise
 from .journal import Journal, iter_outcomes
 from .outcomes import RowOutcome, Stage, Status
 from .reader import Chunk
@@ -84,12 +85,14 @@ def write_reports(paths: ReportPaths, headers: list[str], chunks: Iterable[Chunk
 
 
 def _write_row(o: RowOutcome, cells: list, success, errors, skipped) -> None:
+    cells = [neutralise(cell) for cell in cells]
     if o.status is Status.SUCCESS:
-        success.writerow([o.row, o.identifier, o.customer_id, o.http_status, o.attempts, o.warnings] + cells)
+        success.writerow([o.row, neutralise(o.identifier), o.customer_id, o.http_status, o.attempts,
+                          neutralise(o.warnings)] + cells)
     elif o.status is Status.SKIPPED:
         skipped.writerow([o.row, o.message] + cells)
     else:
-        errors.writerow(cells + [o.row, o.stage.value if o.stage else "", o.code, o.message,
+        errors.writerow(cells + [o.row, o.stage.value if o.stage else "", o.code, neutralise(o.message),
                                  o.http_status or "", o.attempts])
 
 

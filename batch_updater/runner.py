@@ -43,7 +43,8 @@ class RunSummary:
     validation_errors: int
     api_errors: int
     network_errors: int
-    in_doubt: int
+    in_doubt: int                    # rows with an attempt sent and never answered
+    in_doubt_requests: int           # requests sent and never answered (timeouts, drops)
     requests: int
     retries: int
     throttled: int
@@ -162,7 +163,8 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
 
     limits = config.limits
     client = ApiClient.open(config.api, limits)
-    limiter = RateLimiter(limits.rate_per_minute, limits.window_seconds, limits.burst)
+    limiter = RateLimiter(limits.rate_per_minute, limits.window_seconds, limits.burst,
+                          margin=limits.window_margin_seconds)
     in_doubt_rows: set[int] = set()  # in flight when an earlier run stopped
     pool = WorkerPool(client, limiter, limits, journal.record,
                       on_dispatch=lambda p: journal.dispatch(p.row, p.lookup.identifier_value),
@@ -269,7 +271,8 @@ def _summary(config: Config, source: CsvInput, job_id: str, paths: ReportPaths, 
         exit_code=exit_code, status=status, input=str(source.path), job_id=job_id, rows=counts.rows,
         success=counts.success, errors=counts.error, skipped=counts.skipped,
         not_sent=counts.not_sent, validation_errors=counts.validation, api_errors=counts.api,
-        network_errors=counts.network, in_doubt=counts.in_doubt, requests=requests,
+        network_errors=counts.network, in_doubt=counts.in_doubt,
+        in_doubt_requests=stats.get("in_doubt_attempts", 0), requests=requests,
         retries=stats.get("retries", 0), throttled=stats.get("throttled", 0),
         http_statuses=stats.get("http_statuses", {}), started=started.isoformat(timespec="seconds"),
         finished=finished.isoformat(timespec="seconds"),

@@ -1,0 +1,64 @@
+"""Logging set-up: text or JSON lines, run and job ids on every record, identifiers masked.
+
+Secrets are never passed to a logger; the redaction filter is a second line of defence
+that blanks the configured secret should any message ever contain it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime, timezone
+
+import orjson
+
+from .masking import mask_text
+
+LOGGER_NAME = "batch_updater"
+log = logging.getLogger(LOGGER_NAME)
+
+
+class ContextFilter(logging.Filter):
+    """Adds run/job ids, masks identifiers and redacts the secret in every record."""
+
+    def __init__(self, secret: str = "", mask: bool = True):
+        super().__init__()
+        self.secret = secret
+        self.mask = mask
+        self.run_id = ""
+        self.job_id = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.secret and self.secret in message:
+            message = message.replace(self.secret, "***")
+        record.msg, record.args = (mask_text(message) if self.mask else message), ()
+        record.run_id, record.job_id = self.run_id, self.job_id
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(), "message": record.getMessage(),
+            "run_id": getattr(record, "run_id", ""), "job_id": getattr(record, "job_id", ""),
+        }
+        entry.update(getattr(record, "fields", {}))
+        return orjson.dumps(entry).decode()
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def setup_logging(level: str = "info", fmt: str = "text", file: str | None = None,
+                  secret: str = "") -> ContextFilter:
+    """Configure the package logger (stderr, or --log-file); return its context filter."""
+    context = ContextFilter(secret)
+    handler: logging.Handler = logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(context)
+    log.handlers[:] = [handler]
+    log.setLevel(level.upper())
+    log.propagate = False
+    return context

@@ -1,0 +1,104 @@
+"""Progress: rows done of total, rate against the limit, ETA, and outcome counts.
+
+On a terminal one line is redrawn in place; elsewhere (cron, Airflow) the same
+figures go to the log every LOG_INTERVAL seconds, so logs stay short.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+from .outcomes import RowOutcome, Status
+
+LOG_INTERVAL = 30.0
+TERMINAL_INTERVAL = 0.5
+RATE_WINDOW = 60.0
+
+
+@dataclass
+class Progress:
+    total: int | None
+    limit_per_minute: int
+    clock: Callable[[], float] = time.monotonic
+    done: int = 0
+    updated: int = 0
+    errors: int = 0
+    skipped: int = 0
+    retries: int = 0
+    started: float = field(default=0.0)
+    _recent: deque = field(default_factory=deque)  # (time, done) samples for the current rate
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def count(self, outcome: RowOutcome) -> None:
+        self.done += 1
+        if outcome.status is Status.SUCCESS:
+            self.updated += 1
+        elif outcome.status is Status.SKIPPED:
+            self.skipped += 1
+        else:
+            self.errors += 1
+
+    def rate_per_minute(self) -> float:
+        now = self.clock()
+        self._recent.append((now, self.done))
+        while len(self._recent) > 1 and now - self._recent[0][0] > RATE_WINDOW:
+            self._recent.popleft()
+        first_time, first_done = self._recent[0]
+        span = now - first_time if now > first_time else now - self.started
+        moved = self.done - first_done if now > first_time else self.done
+        return moved / span * 60 if span > 0 else 0.0
+
+    def line(self) -> str:
+        rate = self.rate_per_minute()
+        if self.total:
+            share = f" ({self.done / self.total:.0%})" if self.total else ""
+            done = f"{self.done:,}/{self.total:,} rows{share}"
+            left = max(self.total - self.done, 0)
+            eta = f" | ETA {_duration(left / rate * 60)}" if rate > 0 and left else ""
+        else:
+            done, eta = f"{self.done:,} rows", ""
+        return (f"{done} | {rate:,.0f}/min (limit {self.limit_per_minute:,}){eta}"
+                f" | updated {self.updated:,} · errors {self.errors:,} · skipped {self.skipped:,}"
+                f" · retries {self.retries:,}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class ProgressDisplay:
+    """Draws the progress line on a terminal, or logs it at a fixed interval elsewhere."""
+
+    def __init__(self, progress: Progress, *, stream: TextIO = sys.stderr, quiet: bool = False,
+                 log: Callable[[str], None] | None = None, terminal: bool | None = None):
+        self.progress = progress
+        self.stream = stream
+        self.terminal = stream.isatty() if terminal is None else terminal
+        self.quiet = quiet
+        self.log = log
+        self.interval = TERMINAL_INTERVAL if self.terminal else LOG_INTERVAL
+
+    def show(self) -> None:
+        if self.quiet:
+            return
+        if self.terminal:
+            self.stream.write("\r\x1b[K" + self.progress.line())
+            self.stream.flush()
+        elif self.log:
+            self.log("progress: " + self.progress.line())
+
+    def close(self) -> None:
+        if self.terminal and not self.quiet:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
