@@ -302,7 +302,7 @@ class RowValidator:
     def problems(self, frame: pd.DataFrame) -> dict[int, str]:
         """`frame`: object columns of trimmed text, named canonically, indexed by row number."""
         try:
-            self.schema.validate(frame, lazy=True)
+            self.schema.validate(frame, lazy=True, inplace=True)
         except pa.errors.SchemaErrors as exc:
             return _messages(exc.failure_cases, frame)
         return {}

@@ -285,3 +285,18 @@ async def test_a_connect_timeout_is_not_in_doubt():
                 filler.close()
     assert (attempt.verdict, attempt.in_doubt) == (Verdict.NETWORK, False)
     assert attempt.message.startswith("not sent: ConnectionTimeoutError")
+
+
+async def test_no_token_route_at_the_base_url_aborts_with_a_hint():
+    from aiohttp import web
+
+    runner = web.AppRunner(web.Application())  # every route answers 404
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    client = make_client("http://127.0.0.1:%d" % runner.addresses[0][1], oauth=True)
+    try:
+        with pytest.raises(RunAborted, match=r"no OAuth token route at .* \(HTTP 404\): check \[api\] base_url"):
+            await client.send(payload(1))
+    finally:
+        await client.close()
+        await runner.cleanup()
