@@ -64,6 +64,12 @@ def _connection_options(f):
         click.option("--output-dir", type=click.Path(file_okay=False), help="Folder for job and run reports."),
         click.option("--encoding", help="Input text encoding (default UTF-8, with or without BOM)."),
         click.option("--delimiter", help="CSV delimiter (default: sniffed)."),
+        click.option("--sheet", help="Excel sheet: its name, or its position from 1 (default: the first)."),
+        click.option("--timezone", help="Time zone of date-times written without an offset (default UTC)."),
+        click.option("--max-invalid", metavar="N|N%",
+                     help="Send nothing (exit 2) when more rows than this are invalid."),
+        click.option("--duplicates", type=click.Choice(["sequential", "last", "reject"]),
+                     help="Several rows for one customer: send all in order (default), the last, or none."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -85,6 +91,8 @@ def _load(options: dict):
         "output.dir": options.get("output_dir"),
         "input.encoding": options.get("encoding"),
         "input.delimiter": options.get("delimiter"),
+        "input.sheet": options.get("sheet"), "input.timezone": options.get("timezone"),
+        "input.max_invalid": options.get("max_invalid"), "input.duplicates": options.get("duplicates"),
     }
     config = load_config(options.get("config_path"), overrides=overrides)
     for warning in config.warnings:

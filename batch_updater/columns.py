@@ -130,6 +130,12 @@ def resolve_headers(headers: list[str], renames: dict[str, str], source: str) ->
 
 def _unknown_message(header: str, target: str | None) -> str:
     hint = _closest(header if target is None else target)
+    family, _, rest = (header if target is None else target).strip().partition(".")
+    kind = rest.partition(".")[0]
+    if family.lower() == "commchannels" and kind and kind.lower() not in _CHANNELS:
+        hint = f" ({kind} is not a channel type: {', '.join(CHANNEL_TYPES)})"
+    elif family.lower() == "identifiers" and kind and kind.lower() not in _IDENTIFIERS:
+        hint = f" ({kind} is not an identifier type: {', '.join(IDENTIFIER_TYPES)})"
     if target is not None:
         return (f"the config's [columns] maps '{header}' to '{target}', which is not a column"
                 f" name{hint}: fix the [columns] table")

@@ -68,7 +68,8 @@ class WorkerPool:
         self.stats = PoolStats()
         self.abort_reason: str | None = None
         self.stop_reason: str | None = None
-        self._halt = asyncio.Event()
+        self._interruptible: set[asyncio.Task] = set()  # tasks waiting, not sending
+        self._cancelled = False
 
     @property
     def halted(self) -> bool:
@@ -101,29 +102,42 @@ class WorkerPool:
     def stop(self, reason: str) -> None:
         """Stop dispatching (signal, --max-runtime): in-flight requests complete."""
         self.stop_reason = self.stop_reason or reason
-        self._halt.set()
+        self._interrupt_waits()
 
     def abort(self, reason: str) -> None:
         self.abort_reason = self.abort_reason or reason
-        self._halt.set()
+        self._interrupt_waits()
 
     def cancel(self) -> None:
         """Give up on requests still in flight: their rows stay in flight in the journal."""
+        self._cancelled = True
         for worker in self._workers:
             worker.cancel()
 
     async def _unless_halted(self, waiting: Awaitable[None]) -> bool:
-        """Wait for a pacing slot or a backoff; False when the run halts first."""
-        task = asyncio.ensure_future(waiting)
-        halt = asyncio.ensure_future(self._halt.wait())
+        """Wait for a pacing slot, a backoff or queue space; False when the run halts first.
+
+        A halt cancels the waiting tasks (cheaper than racing every wait against an event).
+        """
+        if self.halted:
+            getattr(waiting, "close", lambda: None)()
+            return False
+        task = asyncio.current_task()
+        self._interruptible.add(task)
         try:
-            await asyncio.wait((task, halt), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            halt.cancel()
-        if task.done() and not task.cancelled():
+            await waiting
             return True
-        task.cancel()
-        return False
+        except asyncio.CancelledError:
+            if self.halted and not self._cancelled:
+                task.uncancel()  # our own halt, not a cancellation from outside
+                return False
+            raise
+        finally:
+            self._interruptible.discard(task)
+
+    def _interrupt_waits(self) -> None:
+        for task in list(self._interruptible):
+            task.cancel()
 
     async def _work(self) -> None:
         while (payload := await self._queue.get()) is not None:

@@ -21,6 +21,7 @@ import io
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterator
 
@@ -67,18 +68,42 @@ class CsvInput:
             raise InputError(f"unknown encoding '{self.encoding}' (try utf-8, latin-1, cp1252)") from None
 
     def _open_text(self) -> IO[str]:
-        raw = gzip.open(self.path, "rb") if self.path.suffix.lower() == ".gz" else open(self.path, "rb")
-        return io.TextIOWrapper(raw, encoding=self.encoding, newline="")
+        return io.TextIOWrapper(self._open_raw(), encoding=self.encoding, newline="")
 
     def _sample(self) -> str:
         try:
-            with self._open_text() as handle:
-                return handle.read(SNIFF_BYTES)
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{self.path}: not valid {self.encoding} text near byte {exc.start}"
-                             " (pass --encoding, e.g. --encoding latin-1)") from None
+            with self._open_raw() as handle:
+                raw = handle.read(SNIFF_BYTES)
+            return codecs.getincrementaldecoder(self.encoding)().decode(raw, final=len(raw) < SNIFF_BYTES)
+        except UnicodeDecodeError:
+            raise self._bad_text() from None
         except (OSError, EOFError) as exc:
             raise InputError(f"{self.path}: cannot read ({exc})") from None
+
+    def _bad_text(self) -> InputError:
+        """Where the file stops being text in its encoding (read again: an error path only)."""
+        decoder = codecs.getincrementaldecoder(self.encoding)()
+        line = 1
+        with self._open_raw() as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    line += bytes(exc.object[:exc.start]).count(b"\n")
+                    bad = f" (byte 0x{bytes(exc.object[exc.start:exc.start + 1]).hex()})"
+                    break
+                line += block.count(b"\n")
+            else:
+                line, bad = line - 1, ""
+        return InputError(f"{self.path}: line {line}: not valid {self._encoding_name} text{bad};"
+                          " pass --encoding, e.g. --encoding latin-1 or --encoding cp1252")
+
+    @property
+    def _encoding_name(self) -> str:
+        return "UTF-8" if self.encoding == "utf-8-sig" else self.encoding
+
+    def _open_raw(self) -> IO[bytes]:
+        return gzip.open(self.path, "rb") if self.path.suffix.lower() == ".gz" else open(self.path, "rb")
 
     def _read_header(self) -> list[str]:
         with self._open_text() as handle:
@@ -111,8 +136,7 @@ class CsvInput:
         except pd.errors.ParserError as exc:
             raise InputError(f"{self.path}: {_parser_message(exc)}") from None
         except UnicodeDecodeError:
-            raise InputError(f"{self.path}: not valid {self.encoding} text"
-                             " (pass --encoding, e.g. --encoding latin-1)") from None
+            raise self._bad_text() from None
 
 
 def _sniff_delimiter(sample: str) -> str:
@@ -200,7 +224,7 @@ class ExcelInput:
         width = len(self.headers)
         first_row = 2
         while True:
-            block = [row for row, _ in zip(rows, range(self.chunk_rows))]
+            block = list(islice(rows, self.chunk_rows))
             if not block:
                 return
             frame = pd.DataFrame(block, columns=range(width), dtype=object)

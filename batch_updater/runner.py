@@ -24,7 +24,7 @@ from .jobs import Job, job_folder, job_identity, open_job
 from .journal import FINAL, FLUSH_SECONDS, IN_FLIGHT, Journal
 from .outcomes import RowOutcome, Status
 from .mapping import Payload
-from .prepare import Prepared, prepare_chunks
+from .prepare import Prepared, Screen, prepare_chunks, screen_input
 from .reader import CsvInput, open_input
 from .reports import ReportCounts, ReportPaths, open_private, write_private, write_reports
 
@@ -74,15 +74,16 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
     started = datetime.now(timezone.utc)
     source = open_input(input_path, config.input)
     plan = resolve_headers(source.headers, dict(config.columns), str(source.path))
+    screen = screen_input(source, plan, config, dry_run=dry_run)  # max_invalid, duplicates
     if dry_run:
-        return _dry_run(config, source, plan, started)
+        return _dry_run(config, source, plan, started, screen)
     job = open_job(config, source.path, restart=restart)
     try:
         if job.finished:
             return _replay(job)
         job.journal.set_meta(status="running")
         folder = _run_folder(job.folder, "run", started)
-        stats = asyncio.run(_send(prepare_chunks(source, plan, config), job.journal, config,
+        stats = asyncio.run(_send(prepare_chunks(source, plan, config, screen), job.journal, config,
                                   max_runtime_seconds))
         stats["resumed"] = job.resuming
         summary = _finish(config, source, job.id, job.journal, folder, stats, started)
@@ -95,11 +96,12 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
 JOB_STATUS = {0: "finished", 1: "finished", 3: "aborted", 4: "stopped"}
 
 
-def _dry_run(config: Config, source: CsvInput, plan: ColumnPlan, started: datetime) -> RunSummary:
+def _dry_run(config: Config, source: CsvInput, plan: ColumnPlan, started: datetime,
+             screen: Screen | None = None) -> RunSummary:
     job_id = job_identity(source.path, config)
     folder = _run_folder(job_folder(config, source.path, job_id), "dry-run", started)
     with Journal(folder / "journal.sqlite") as journal:
-        stats = asyncio.run(_preview(prepare_chunks(source, plan, config), journal,
+        stats = asyncio.run(_preview(prepare_chunks(source, plan, config, screen), journal,
                                      folder / "preview.jsonl", config))
         return _finish(config, source, job_id, journal, folder, stats, started, dry_run=True)
 
@@ -167,7 +169,7 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
                           margin=limits.window_margin_seconds)
     in_doubt_rows: set[int] = set()  # in flight when an earlier run stopped
     pool = WorkerPool(client, limiter, limits, journal.record,
-                      on_dispatch=lambda p: journal.dispatch(p.row, p.lookup.identifier_value),
+                      on_dispatch=lambda p: journal.mark_in_flight(p.row),
                       was_in_doubt=in_doubt_rows.__contains__)
     flusher = asyncio.create_task(_flush_every(journal, FLUSH_SECONDS))
     loop = asyncio.get_running_loop()

@@ -330,7 +330,7 @@ def describe(column: str, value: object, error: str) -> str:
     """`column "value" error`, the value shortened when long and left out when empty."""
     if value is None or value == "" or (not isinstance(value, str) and pd.isna(value)):
         return f"{column} {error}"
-    text = str(value)
+    text = str(value).replace("\r", "\\r").replace("\n", "\\n")  # messages stay on one line
     if len(text) > QUOTE_LIMIT:
         text = text[:QUOTE_LIMIT - 1] + "…"
     return f'{column} "{text}" {error}'

@@ -16,15 +16,16 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from batch_updater.cli import main
+from batch_updater.journal import FLUSH_SECONDS
 from batch_updater.sandbox import Faults
 
 from conftest import customer_puts, mobile, read_report, write_config, write_csv
 
 CLI = [sys.executable, "-m", "batch_updater.cli"]
+ARRIVAL_SLACK = 0.1  # far less than a new process needs to start sending
 
 
 def _rows(n: int, start: int = 0) -> list[list[str]]:
@@ -72,18 +73,20 @@ def test_sigkill_at_random_points_then_resume_loses_nothing_and_resends_nothing_
     assert _all_reported_rows(summary) == list(range(2, 602))
     assert summary["success"] == 600 and summary["resumed"]
     # A row the API answered 200 is sent again only if the kill came before the client
-    # could journal that answer (it was in flight at the kill): such rows count as in doubt.
+    # journaled that answer: in flight at the kill, or answered within the last group
+    # commit's interval. Such rows count as in doubt.
     answered: dict[str, float] = {}
     resent_after_200 = defaultdict(int)
     for request in customer_puts(server):
         key = request.query["identifierValue"]
         if key in answered:
             resent_after_200[key] += 1
-            assert any(answered[key] <= kill <= request.started for kill in kills), key
-            assert min(k - answered[key] for k in kills if k >= answered[key]) < 1.0
+            # (a request the killed process wrote just before dying may arrive just after)
+            assert any(answered[key] - ARRIVAL_SLACK <= kill <= request.started for kill in kills), key
+            assert min(k - answered[key] for k in kills
+                       if k >= answered[key] - ARRIVAL_SLACK) < FLUSH_SECONDS + ARRIVAL_SLACK
         if request.status == 200:
             answered[key] = request.started
-    assert len(resent_after_200) <= 8 * len(kills)
     assert summary["in_doubt"] >= len(resent_after_200)
 
 
