@@ -164,8 +164,9 @@ class ExcelInput:
         self.chunk_rows = chunk_rows
         _check_readable(self.path)
         self.sheet_name = self._choose_sheet(sheet)
-        rows = self._rows()
-        header = next(rows, None)
+        sheet = self._sheet()
+        header = next(self._rows(sheet), None)
+        self._loaded = sheet  # kept for the first pass: loading a sheet costs ~1 s per 100k rows
         if header is None or all(cell == "" for cell in header):
             raise InputError(f"{self.path}: sheet '{self.sheet_name}': row 1 is empty: the header"
                              " (e.g. identifierValue, firstName) must be the sheet's first row")
@@ -199,9 +200,15 @@ class ExcelInput:
         raise InputError(f"{self.path}: no sheet '{wanted}' (the sheets are {listed});"
                          " pass --sheet with a name or a position from 1")
 
-    def _rows(self) -> Iterator[list[str]]:
+    def _sheet(self):
+        try:
+            return self._workbook().get_sheet_by_name(self.sheet_name)
+        except Exception as exc:
+            raise InputError(f"{self.path}: sheet '{self.sheet_name}': cannot read it"
+                             f" ({_first_line(exc)})") from None
+
+    def _rows(self, sheet) -> Iterator[list[str]]:
         """Every row of the sheet from row 1, as text cells padded to the sheet's width."""
-        sheet = self._workbook().get_sheet_by_name(self.sheet_name)
         start, end = sheet.start, sheet.end
         if start is None or end is None:
             return
@@ -211,7 +218,7 @@ class ExcelInput:
             return
         width = end[1] + 1
         for cells in sheet.iter_rows():
-            row = [excel_text(cell) for cell in cells]
+            row = [cell if cell.__class__ is str else excel_text(cell) for cell in cells]
             if len(row) < width:  # calamine leaves out empty columns left of the used range
                 row = [""] * (width - len(row)) + row
             yield row
@@ -219,7 +226,8 @@ class ExcelInput:
     def chunks(self) -> Iterator[Chunk]:
         import pandas as pd
 
-        rows = self._rows()
+        sheet, self._loaded = (self._loaded or self._sheet()), None
+        rows = self._rows(sheet)
         next(rows, None)  # the header
         width = len(self.headers)
         first_row = 2

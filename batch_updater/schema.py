@@ -293,8 +293,10 @@ class RowValidator:
         if "identifierName" not in columns:  # every row's identifier is of the config's kind
             by_column["identifierValue"] += {"mobile": [MOBILE_CHECK], "email": [EMAIL_CHECK]}.get(
                 identifier_name, [])
+        # Text columns without a check (untyped fields, meta, most identifiers) stay out of
+        # the schema: an empty Column costs pandera's per-column overhead and checks nothing.
         self.schema = pa.DataFrameSchema(
-            {name: pa.Column(None, by_column[name], nullable=True) for name in columns},
+            {name: pa.Column(None, by_column[name], nullable=True) for name in columns if by_column[name]},
             checks=_frame_checks(columns, defaults),
             name="rows",
         )

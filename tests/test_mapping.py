@@ -180,3 +180,24 @@ def test_row_numbers_survive_chunking(tmp_path_factory, kinds, chunk_rows):
             assert settled[row].stage.value == "validation" and "identifierValue" in settled[row].message
         else:
             assert settled[row].message == "blank row"
+
+
+def test_chunk_preparation_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    from batch_updater.prepare import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -1,0 +1,111 @@
+"""An Airflow operator: run one input file (or one shard of it) as a task.
+
+    from batch_updater.airflow import BatchUpdaterOperator
+    BatchUpdaterOperator(task_id="update", input_path="/data/customers.csv",
+                         conn_id="capillary_eu", shard="1/4")
+
+The Airflow connection supplies host (base URL), login (till code or OAuth key),
+password (password or secret) and extras: source, identifier_name, account_id, auth,
+rate_per_minute. The summary goes to XCom (the return value). Exit-code policy:
+0 succeeds; 1 (some rows in errors.csv) fails the task unless `fail_on_row_errors=False`;
+2, 3 and 4 fail it. On kill (SIGTERM) the run stops cleanly; a retry of the task resumes.
+
+This module is imported only when used; the rest of batch-updater never needs Airflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Mapping
+
+from .config import PASSWORD_ENV, load_config
+
+
+def connection_overrides(host: str | None, login: str | None,
+                         extras: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Config overrides ("section.key") from an Airflow connection's fields."""
+    extras = dict(extras or {})
+    overrides: dict[str, Any] = {"api.base_url": host or None, "api.username": login or None}
+    for key in ("source", "identifier_name", "account_id", "auth", "use_async"):
+        if key in extras:
+            overrides[f"api.{key}"] = extras[key]
+    if "rate_per_minute" in extras:
+        overrides["limits.rate_per_minute"] = extras["rate_per_minute"]
+    return overrides
+
+
+def run_task(input_path: str, *, host: str | None, login: str | None, password: str | None,
+             extras: Mapping[str, Any] | None = None, config_path: str | None = None,
+             shard: str | None = None, output_dir: str | None = None,
+             max_runtime_seconds: float | None = None, environ: Mapping[str, str] | None = None
+             ) -> dict[str, Any]:
+    """What the operator does, without Airflow: build the config, run, return the summary."""
+    import os
+
+    from .runner import run
+    from .shards import Shard
+
+    overrides = connection_overrides(host, login, extras)
+    overrides["output.dir"] = output_dir
+    environment = dict(os.environ if environ is None else environ)
+    if password:
+        environment[PASSWORD_ENV] = password
+    parsed = Shard.parse(shard) if shard else None
+    config = load_config(config_path, overrides=overrides, environ=environment)
+    summary = run(config, input_path, max_runtime_seconds=max_runtime_seconds, shard=parsed)
+    return asdict(summary)
+
+
+def task_failed(summary: Mapping[str, Any], fail_on_row_errors: bool = True) -> str | None:
+    """Why the task fails by the exit-code policy, or None when it succeeds."""
+    code = summary["exit_code"]
+    if code == 0 or (code == 1 and not fail_on_row_errors):
+        return None
+    if code == 1:
+        return f"{summary['errors']} rows failed; see {summary['reports']['errors']}"
+    return f"batch-updater exit {code}: {summary.get('reason') or summary.get('status')}"
+
+
+def __getattr__(name: str):
+    if name == "BatchUpdaterOperator":
+        return _operator_class()
+    raise AttributeError(name)
+
+
+def _operator_class():
+    try:
+        from airflow.exceptions import AirflowException
+        from airflow.hooks.base import BaseHook
+        from airflow.models import BaseOperator
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("BatchUpdaterOperator needs Apache Airflow: pip install apache-airflow") from exc
+
+    class BatchUpdaterOperator(BaseOperator):
+        template_fields = ("input_path", "shard", "output_dir", "config_path")
+
+        def __init__(self, *, input_path: str, conn_id: str = "capillary_default",
+                     config_path: str | None = None, shard: str | None = None,
+                     output_dir: str | None = None, max_runtime_seconds: float | None = None,
+                     fail_on_row_errors: bool = True, **kwargs):
+            super().__init__(**kwargs)
+            self.input_path, self.conn_id, self.config_path = input_path, conn_id, config_path
+            self.shard, self.output_dir = shard, output_dir
+            self.max_runtime_seconds = max_runtime_seconds
+            self.fail_on_row_errors = fail_on_row_errors
+
+        def execute(self, context):
+            connection = BaseHook.get_connection(self.conn_id)
+            summary = run_task(self.input_path, host=connection.host, login=connection.login,
+                               password=connection.password, extras=connection.extra_dejson,
+                               config_path=self.config_path, shard=self.shard,
+                               output_dir=self.output_dir,
+                               max_runtime_seconds=self.max_runtime_seconds)
+            context["ti"].xcom_push(key="summary", value=summary)
+            failure = task_failed(summary, self.fail_on_row_errors)
+            if failure:
+                raise AirflowException(failure)
+            return summary
+
+    BatchUpdaterOperator.__module__ = __name__
+    globals()["BatchUpdaterOperator"] = BatchUpdaterOperator
+    return BatchUpdaterOperator

@@ -1,0 +1,39 @@
+"""Example DAG: one big customer file spread over 4 mapped tasks, one shard each.
+
+Each task runs `batch-updater` on its shard with a quarter of the rate limit (the
+limit is per API key, so the shards share it); a final task merges the shards'
+reports into one set. A retried task resumes its shard where it stopped.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.decorators import dag, task
+
+from batch_updater.airflow import BatchUpdaterOperator
+
+SHARDS = 4
+INPUT = "/data/exports/customers-{{ ds }}.csv"
+
+
+@dag(schedule="@daily", start_date=pendulum.datetime(2026, 11, 1, tz="UTC"), catchup=False,
+     tags=["capillary"])
+def capillary_customer_sync():
+    updates = BatchUpdaterOperator.partial(
+        task_id="update_customers", input_path=INPUT, conn_id="capillary_eu",
+        output_dir="/data/batch-updater", fail_on_row_errors=False, retries=3,
+    ).expand(shard=[f"{k}/{SHARDS}" for k in range(1, SHARDS + 1)])
+
+    @task
+    def merge(summaries: list[dict]) -> dict:
+        from pathlib import Path
+
+        from batch_updater.shards import merge_reports
+
+        folders = [Path(s["reports"]["summary"]).parent for s in summaries]
+        return merge_reports(folders, folders[0].parent.parent / "merged")
+
+    merge(updates.output)
+
+
+capillary_customer_sync()
