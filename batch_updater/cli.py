@@ -76,7 +76,24 @@ def _connection_options(f):
     return f
 
 
-def _load(options: dict):
+def _output_options(f):
+    options = [
+        click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout."),
+        click.option("--quiet", is_flag=True, help="No progress and no summary; errors only."),
+        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+                     default="info", show_default=True, help="Log detail (logs go to stderr)."),
+        click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+                     show_default=True, help="json: one object per line, with run and job ids."),
+        click.option("--log-file", type=click.Path(dir_okay=False), help="Write logs here instead of stderr."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _load(options: dict, shard=None):
+    from dataclasses import replace
+
     from .config import load_config
 
     overrides = {
@@ -97,6 +114,10 @@ def _load(options: dict):
     config = load_config(options.get("config_path"), overrides=overrides)
     for warning in config.warnings:
         click.echo(f"batch-updater: warning: {warning}", err=True)
+    if shard and shard.count > 1 and options.get("rate_per_minute") is None:
+        # The limit belongs to the API key, which every shard shares.
+        rate = max(1, config.limits.rate_per_minute // shard.count)
+        config = replace(config, limits=replace(config.limits, rate_per_minute=rate))
     return config
 
 
@@ -107,20 +128,55 @@ def _load(options: dict):
 @click.option("--resume/--restart", default=True,
               help="Continue this file's unfinished job (default), or start it over.")
 @click.option("--max-runtime", metavar="DURATION", help="Stop cleanly after e.g. 90m, 6h, 1h30m (exit 4; resumable).")
-@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
-@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
-def run(file: str, dry_run: bool, resume: bool, max_runtime: str | None, as_json: bool, quiet: bool,
+@click.option("--shard", metavar="K/N",
+              help="Only the customers of shard K of N; the rate limit is divided by N unless given.")
+@_output_options
+def run(file: str, dry_run: bool, resume: bool, max_runtime: str | None, shard: str | None,
+        as_json: bool, quiet: bool, log_level: str, log_format: str, log_file: str | None,
         **options) -> None:
     """Send every row of FILE to the API and write success, error and skipped reports.
 
     Running the same file with the same settings again resumes where it stopped; a job
     that finished prints its summary again without sending anything.
     """
-    seconds = _guarded(lambda: parse_duration(max_runtime)) if max_runtime else None
-    summary = _guarded(lambda: _run(file, options, dry_run, restart=not resume,
-                                    max_runtime_seconds=seconds))
+    def work():
+        from .shards import Shard
+
+        seconds = parse_duration(max_runtime) if max_runtime else None
+        parsed = Shard.parse(shard) if shard else None
+        config = _load(options, shard=parsed)
+        _setup_logging(config, log_level, log_format, log_file)
+        display = _progress_display(quiet or as_json)
+        try:
+            return _run_file(config, file, dry_run=dry_run, restart=not resume,
+                             max_runtime_seconds=seconds, shard=parsed,
+                             on_progress=display.show, progress_every=display.interval)
+        finally:
+            display.close()
+
+    summary = _guarded(work)
     _report(summary, as_json, quiet)
     sys.exit(summary.exit_code)
+
+
+def _progress_display(quiet: bool):
+    from .logs import log
+    from .progress import ProgressDisplay
+
+    terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    return ProgressDisplay(stream=sys.stderr, quiet=quiet, terminal=terminal, log=log.info)
+
+
+def _setup_logging(config, level: str, fmt: str, file: str | None) -> None:
+    from .logs import setup_logging
+
+    setup_logging(level, fmt, file, secret=config.api.password.reveal())
+
+
+def _run_file(config, file: str, **run_options):
+    from .runner import run as run_file
+
+    return run_file(config, file, **run_options)
 
 
 def parse_duration(text: str) -> float:
@@ -138,20 +194,18 @@ def parse_duration(text: str) -> float:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=True))
 @_connection_options
-@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
-@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
-def validate(file: str, as_json: bool, quiet: bool, **options) -> None:
+@_output_options
+def validate(file: str, as_json: bool, quiet: bool, log_level: str, log_format: str,
+             log_file: str | None, **options) -> None:
     """Check FILE against the schema and mapping without sending (same as run --dry-run)."""
-    summary = _guarded(lambda: _run(file, options, True))
+    def work():
+        config = _load(options)
+        _setup_logging(config, log_level, log_format, log_file)
+        return _run_file(config, file, dry_run=True)
+
+    summary = _guarded(work)
     _report(summary, as_json, quiet)
     sys.exit(1 if summary.errors else 0)
-
-
-def _run(file: str, options: dict, dry_run: bool, **run_options):
-    from .runner import run as run_file
-
-    config = _load(options)
-    return run_file(config, file, dry_run=dry_run, **run_options)
 
 
 def _report(summary, as_json: bool, quiet: bool) -> None:
@@ -181,6 +235,35 @@ def human_summary(s) -> str:
     lines.append(f"reports: {folder}/ (success.csv, errors.csv, skipped.csv)")
     lines.append(f"summary: {s.reports['summary']}")
     return "\n".join(lines)
+
+
+@main.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where the merged reports go.")
+@click.option("--json", "as_json", is_flag=True, help="Print the merged summary to stdout.")
+def merge(folders: tuple[str, ...], output_dir: str, as_json: bool) -> None:
+    """Combine the reports of every shard of a job (run folders, or job folders: their
+    latest run) into one success.csv, errors.csv, skipped.csv and summary.json."""
+    from .shards import merge_reports
+
+    runs = [_latest_run(Path(folder)) for folder in folders]
+    merged = _guarded(lambda: merge_reports(runs, Path(output_dir)))
+    if as_json:
+        import orjson
+        click.echo(orjson.dumps(merged, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(f"{merged['rows']} rows from {len(runs)} shards: {merged['success']} updated,"
+                   f" {merged['errors']} errors, {merged['skipped']} skipped -> {output_dir}")
+    sys.exit(merged["exit_code"])
+
+
+def _latest_run(folder: Path) -> Path:
+    if (folder / "summary.json").exists():
+        return folder
+    runs = sorted(folder.glob("run-*/summary.json"))
+    if not runs:
+        _fail(f"{folder}: no run folder with a summary.json inside", 2)
+    return runs[-1].parent
 
 
 @main.command()

@@ -84,6 +84,7 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("limits", "auth_failures_to_abort"): Setting("int", 3, minimum=1),
     ("limits", "consecutive_failures_to_abort"): Setting("int", 50, minimum=1),
     ("output", "dir"): Setting("path", "reports"),
+    ("notify", "webhook_url"): Setting("str", help="Slack-compatible webhook, posted when a run has errors or aborts"),
     ("input", "chunk_rows"): Setting("int", 10_000, minimum=1),
     ("input", "encoding"): Setting("str", help="text encoding; default UTF-8 with or without BOM"),
     ("input", "delimiter"): Setting("str", help="CSV delimiter; default sniffed"),
@@ -148,12 +149,18 @@ class InputSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    webhook_url: str | None  # Slack-compatible; it carries a token, so it is never shown
+
+
+@dataclass(frozen=True)
 class Config:
     api: ApiSettings
     limits: LimitSettings
     output: OutputSettings
     input: InputSettings
     columns: Mapping[str, str] = field(default_factory=dict)
+    notify: "NotifySettings" = field(default_factory=lambda: NotifySettings(None))
     warnings: tuple[str, ...] = ()
     path: Path | None = None
 
@@ -212,6 +219,7 @@ def load_config(path: str | os.PathLike | None = None, *,
         limits=LimitSettings(**_section(typed, "limits")),
         output=OutputSettings(**_section(typed, "output")),
         input=InputSettings(**_section(typed, "input"), types=types),
+        notify=NotifySettings(**_section(typed, "notify")),
         columns=columns,
         warnings=tuple(warnings),
         path=Path(path) if path else None,

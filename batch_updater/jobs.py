@@ -51,7 +51,7 @@ class Job:
             self.lock.close()  # closing the file releases the flock
 
 
-def job_identity(path: Path, config: Config) -> str:
+def job_identity(path: Path, config: Config, shard: object = None) -> str:
     """A hash of the input's content and of every setting that changes what is sent."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -59,23 +59,25 @@ def job_identity(path: Path, config: Config) -> str:
             digest.update(block)
     api = config.api
     settings = [api.base_url, api.source, api.account_id, api.identifier_name, api.use_async,
-                sorted(config.columns.items()), repr(config.input)]
+                sorted(config.columns.items()), repr(config.input), str(shard or "")]
     digest.update(orjson.dumps(settings, default=str))
     return digest.hexdigest()[:12]
 
 
-def job_folder(config: Config, input_path: Path, job_id: str) -> Path:
+def job_folder(config: Config, input_path: Path, job_id: str, shard: object = None) -> Path:
     stem = input_path.name.split(".")[0] or "input"
+    if shard:
+        stem += f"-shard{shard.index}of{shard.count}"
     return Path(config.output.dir) / f"{stem}-{job_id}"
 
 
-def open_job(config: Config, input_path: Path, *, restart: bool = False) -> Job:
-    job_id = job_identity(input_path, config)
-    folder = job_folder(config, input_path, job_id)
+def open_job(config: Config, input_path: Path, *, restart: bool = False, shard: object = None) -> Job:
+    job_id = job_identity(input_path, config, shard)
+    folder = job_folder(config, input_path, job_id, shard)
     _make_private_dirs(folder)
     lock = _take_lock(folder / LOCK_NAME, job_id)
     try:
-        _refuse_changed_input(config, input_path, job_id, restart)
+        _refuse_changed_input(config, input_path, job_id, restart, folder)
         journal_path = folder / JOURNAL_NAME
         if restart and journal_path.exists():
             _set_aside(journal_path)
@@ -117,10 +119,11 @@ def _take_lock(path: Path, job_id: str) -> IO[str]:
     return handle
 
 
-def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart: bool) -> None:
-    """An unfinished job of the same input path with other content or settings blocks us."""
+def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart: bool,
+                          folder: Path) -> None:
+    """An unfinished job of the same input path (and shard) with other content or settings blocks us."""
     resolved = str(input_path.resolve())
-    stem = job_folder(config, input_path, job_id).name.rsplit("-", 1)[0]
+    stem = folder.name.rsplit("-", 1)[0]
     for journal_path in sorted(Path(config.output.dir).glob(f"{stem}-*/{JOURNAL_NAME}")):
         meta = read_meta(journal_path)
         if meta.get("job_id") == job_id or meta.get("input") != resolved:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .outcomes import RowOutcome, Stage, Status
 
@@ -147,7 +147,8 @@ def _outcome(values: tuple) -> RowOutcome:
                       warnings or "", identifier or "", bool(in_doubt))
 
 
-def iter_outcomes(journal: Journal, rows: range) -> Iterator[tuple[int, RowOutcome | None]]:
-    found = journal.outcomes(rows.start, rows.stop - 1) if len(rows) else {}
+def iter_outcomes(journal: Journal, rows: Sequence[int]) -> Iterator[tuple[int, RowOutcome | None]]:
+    """Each row (ascending numbers) with its final outcome, or None."""
+    found = journal.outcomes(rows[0], rows[-1]) if len(rows) else {}
     for row in rows:
         yield row, found.get(row)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import datetime, timezone
 
 import orjson
@@ -16,6 +17,8 @@ from .masking import mask_text
 
 LOGGER_NAME = "batch_updater"
 log = logging.getLogger(LOGGER_NAME)
+# The run and job a record belongs to; the runner sets it when a run starts.
+run_context: ContextVar[dict[str, str]] = ContextVar("run_context", default={})
 
 
 class ContextFilter(logging.Filter):
@@ -25,15 +28,14 @@ class ContextFilter(logging.Filter):
         super().__init__()
         self.secret = secret
         self.mask = mask
-        self.run_id = ""
-        self.job_id = ""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if self.secret and self.secret in message:
             message = message.replace(self.secret, "***")
         record.msg, record.args = (mask_text(message) if self.mask else message), ()
-        record.run_id, record.job_id = self.run_id, self.job_id
+        context = run_context.get()
+        record.run_id, record.job_id = context.get("run_id", ""), context.get("job_id", "")
         return True
 
 

@@ -57,10 +57,6 @@ class Payload(NamedTuple):
     body: dict[str, Any]
 
 
-def to_bool(text: str) -> bool:
-    return bool(parse_bool(text.strip()))
-
-
 def spelling(values: Sequence[str]) -> Convert:
     """Any case in, the listed spelling out (`LOYALTY` -> `loyalty`, `instore` -> `INSTORE`)."""
     canonical = {v.lower(): v for v in values}

@@ -6,6 +6,7 @@ figures go to the log every LOG_INTERVAL seconds, so logs stay short.
 
 from __future__ import annotations
 
+import gzip
 import sys
 import time
 from collections import deque
@@ -68,6 +69,24 @@ class Progress:
                 f" · retries {self.retries:,}")
 
 
+def estimate_rows(source) -> int | None:
+    """Data rows in the input, for the ETA: counted lines of a CSV (a quoted line break
+    makes it an overestimate), the sheet's height for Excel when the reader knows it."""
+    known = getattr(source, "row_count", None)
+    if known is not None:
+        return known
+    path = source.path
+    if path.suffix.lower() not in (".csv", ".gz", ".txt", ".tsv"):
+        return None
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    lines, last = 0, b"\n"
+    with opener(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return max(lines + (last != b"\n") - 1, 0)
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -80,25 +99,26 @@ def _duration(seconds: float) -> str:
 class ProgressDisplay:
     """Draws the progress line on a terminal, or logs it at a fixed interval elsewhere."""
 
-    def __init__(self, progress: Progress, *, stream: TextIO = sys.stderr, quiet: bool = False,
+    def __init__(self, *, stream: TextIO = sys.stderr, quiet: bool = False,
                  log: Callable[[str], None] | None = None, terminal: bool | None = None):
-        self.progress = progress
         self.stream = stream
         self.terminal = stream.isatty() if terminal is None else terminal
         self.quiet = quiet
         self.log = log
         self.interval = TERMINAL_INTERVAL if self.terminal else LOG_INTERVAL
+        self._drawn = False
 
-    def show(self) -> None:
+    def show(self, progress: Progress) -> None:
         if self.quiet:
             return
         if self.terminal:
-            self.stream.write("\r\x1b[K" + self.progress.line())
+            self.stream.write("\r\x1b[K" + progress.line())
             self.stream.flush()
+            self._drawn = True
         elif self.log:
-            self.log("progress: " + self.progress.line())
+            self.log("progress: " + progress.line())
 
     def close(self) -> None:
-        if self.terminal and not self.quiet:
+        if self._drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()

@@ -23,7 +23,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator
+from typing import Sequence, IO, TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     import pandas
@@ -41,9 +41,12 @@ EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
 class Chunk:
     first_row: int
     frame: "pandas.DataFrame"  # columns are positions 0..n-1, all text (object dtype)
+    row_numbers: Sequence[int] | None = None  # when rows were left out (a shard): each row's number
 
     @property
-    def rows(self) -> range:
+    def rows(self) -> Sequence[int]:
+        if self.row_numbers is not None:
+            return self.row_numbers
         return range(self.first_row, self.first_row + len(self.frame))
 
 
@@ -226,7 +229,8 @@ class ExcelInput:
     def chunks(self) -> Iterator[Chunk]:
         import pandas as pd
 
-        sheet, self._loaded = (self._loaded or self._sheet()), None
+        sheet = self._loaded if self._loaded is not None else self._sheet()
+        self._loaded = None
         rows = self._rows(sheet)
         next(rows, None)  # the header
         width = len(self.headers)

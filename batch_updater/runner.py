@@ -8,6 +8,7 @@ previous chunk, so the file work overlaps the network work.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,10 @@ from .jobs import Job, job_folder, job_identity, open_job
 from .journal import FINAL, FLUSH_SECONDS, IN_FLIGHT, Journal
 from .outcomes import RowOutcome, Status
 from .mapping import Payload
+from .logs import log, run_context
+from .notify import notify
+from .progress import LOG_INTERVAL, Progress, estimate_rows
+from .shards import Shard, ShardedInput
 from .prepare import Prepared, Screen, prepare_chunks, screen_input
 from .reader import CsvInput, open_input
 from .reports import ReportCounts, ReportPaths, open_private, write_private, write_reports
@@ -59,35 +64,50 @@ class RunSummary:
     config: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False            # continued a job an earlier run left unfinished
     replayed: bool = False           # the job had finished: nothing sent, its summary repeated
+    shard: str | None = None         # "K/N" when the run kept only one shard's customers
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
 
 
 def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restart: bool = False,
-        max_runtime_seconds: float | None = None) -> RunSummary:
+        max_runtime_seconds: float | None = None, shard: Shard | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_every: float = LOG_INTERVAL) -> RunSummary:
     """Apply every row of `input_path`; raise BatchUpdaterError only for a whole-run failure.
 
     A run continues its job where an earlier run stopped (no row with a final outcome is
-    sent again); a finished job replays its summary unless `restart`.
+    sent again); a finished job replays its summary unless `restart`. `shard` keeps only
+    the rows of one shard; `on_progress` is called every `progress_every` seconds.
     """
     started = datetime.now(timezone.utc)
     source = open_input(input_path, config.input)
     plan = resolve_headers(source.headers, dict(config.columns), str(source.path))
+    if shard:
+        source = ShardedInput(source, plan, config, shard)
     screen = screen_input(source, plan, config, dry_run=dry_run)  # max_invalid, duplicates
     if dry_run:
         return _dry_run(config, source, plan, started, screen)
-    job = open_job(config, source.path, restart=restart)
+    job = open_job(config, source.path, restart=restart, shard=shard)
     try:
         if job.finished:
             return _replay(job)
         job.journal.set_meta(status="running")
         folder = _run_folder(job.folder, "run", started)
+        run_context.set({"run_id": folder.name, "job_id": job.id})
+        log.info("%s %s: job %s, reports in %s", "resuming" if job.resuming else "starting",
+                 source.path, job.id, folder)
+        total = estimate_rows(source)
+        progress = Progress(total // shard.count if total and shard else total, _limit_per_minute(config))
+        watch = ProgressWatch(progress, on_progress, progress_every)
         stats = asyncio.run(_send(prepare_chunks(source, plan, config, screen), job.journal, config,
-                                  max_runtime_seconds))
+                                  max_runtime_seconds, watch))
         stats["resumed"] = job.resuming
+        stats["shard"] = str(shard) if shard else None
         summary = _finish(config, source, job.id, job.journal, folder, stats, started)
         job.journal.set_meta(status=JOB_STATUS[summary.exit_code], summary=summary.to_json().decode())
+        _log_end(summary)
+        notify(config, summary)
         return summary
     finally:
         job.close()
@@ -158,7 +178,8 @@ async def _preview(chunks: Iterator[Prepared], journal: Journal, path: Path,
 
 
 async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
-                max_runtime_seconds: float | None = None) -> dict[str, Any]:
+                max_runtime_seconds: float | None = None,
+                watch: ProgressWatch | None = None) -> dict[str, Any]:
     from .client import ApiClient
     from .pool import WorkerPool
     from .ratelimit import RateLimiter
@@ -168,10 +189,17 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
     limiter = RateLimiter(limits.rate_per_minute, limits.window_seconds, limits.burst,
                           margin=limits.window_margin_seconds)
     in_doubt_rows: set[int] = set()  # in flight when an earlier run stopped
-    pool = WorkerPool(client, limiter, limits, journal.record,
+    watch = watch or ProgressWatch(Progress(None, limits.rate_per_minute))
+
+    def settle(outcome: RowOutcome) -> None:
+        journal.record(outcome)
+        watch.progress.count(outcome)
+
+    pool = WorkerPool(client, limiter, limits, settle,
                       on_dispatch=lambda p: journal.mark_in_flight(p.row),
                       was_in_doubt=in_doubt_rows.__contains__)
     flusher = asyncio.create_task(_flush_every(journal, FLUSH_SECONDS))
+    reporter = asyncio.create_task(watch.run(pool.stats))
     loop = asyncio.get_running_loop()
     remove_handlers = _on_stop_signals(loop, pool)
     timer = (loop.call_later(max_runtime_seconds, pool.stop,
@@ -182,8 +210,8 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
     try:
         while not pool.halted and (prepared := await _next_in_thread(chunks)) is not None:
             for outcome in prepared.outcomes:
-                journal.record(outcome)
-            for payload in _unfinished(prepared.payloads, journal, in_doubt_rows):
+                settle(outcome)
+            for payload in _unfinished(prepared.payloads, journal, in_doubt_rows, watch.progress):
                 if pool.halted:
                     break
                 await pool.submit(payload)
@@ -193,6 +221,7 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
         if timer:
             timer.cancel()
         flusher.cancel()
+        reporter.cancel()
         await client.close()
     elapsed = time.monotonic() - began
     stats = pool.stats
@@ -204,7 +233,8 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
             "sending_seconds": elapsed}
 
 
-def _unfinished(payloads: list[Payload], journal: Journal, in_doubt_rows: set[int]) -> Iterator[Payload]:
+def _unfinished(payloads: list[Payload], journal: Journal, in_doubt_rows: set[int],
+                progress: Progress) -> Iterator[Payload]:
     """Skip rows an earlier run of the job settled; note those it left in flight."""
     if not payloads:
         return
@@ -212,6 +242,7 @@ def _unfinished(payloads: list[Payload], journal: Journal, in_doubt_rows: set[in
     for payload in payloads:
         state = states.get(payload.row)
         if state in FINAL:
+            progress.done += 1
             continue
         if state == IN_FLIGHT:
             in_doubt_rows.add(payload.row)
@@ -239,6 +270,38 @@ def _on_stop_signals(loop: asyncio.AbstractEventLoop, pool) -> Callable[[], None
         for sig in installed:
             loop.remove_signal_handler(sig)
     return remove
+
+
+class ProgressWatch:
+    """Hands the progress figures to an observer at a fixed interval while rows are sent."""
+
+    def __init__(self, progress: Progress, observer: Callable[[Progress], None] | None = None,
+                 every: float = LOG_INTERVAL):
+        self.progress = progress
+        self.observer = observer or _log_progress
+        self.every = every
+
+    async def run(self, stats) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            self.progress.retries = stats.retries
+            self.observer(self.progress)
+
+
+def _log_progress(progress: Progress) -> None:
+    log.info("progress: %s", progress.line())
+
+
+def _limit_per_minute(config: Config) -> int:
+    limits = config.limits
+    return round(limits.rate_per_minute * 60 / limits.window_seconds)
+
+
+def _log_end(summary: RunSummary) -> None:
+    level = logging.INFO if summary.exit_code in (0, 1) else logging.WARNING
+    log.log(level, "%s: %d rows, %d updated, %d errors, %d skipped, %d not sent; exit %d%s",
+            summary.status, summary.rows, summary.success, summary.errors, summary.skipped,
+            summary.not_sent, summary.exit_code, f" ({summary.reason})" if summary.reason else "")
 
 
 async def _flush_every(journal: Journal, seconds: float) -> None:
@@ -280,5 +343,5 @@ def _summary(config: Config, source: CsvInput, job_id: str, paths: ReportPaths, 
         finished=finished.isoformat(timespec="seconds"),
         duration_seconds=round((finished - started).total_seconds(), 3),
         achieved_rate_per_minute=round(requests / seconds * 60, 1) if seconds > 0 else 0.0,
-        rate_limit_per_minute=config.limits.rate_per_minute, reason=stats.get("reason"),
-        reports=report_paths, config=config.public_dict(), resumed=stats.get("resumed", False))
+        rate_limit_per_minute=_limit_per_minute(config), reason=stats.get("reason"),
+        reports=report_paths, config=config.public_dict(), resumed=stats.get("resumed", False), shard=stats.get("shard"))

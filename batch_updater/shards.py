@@ -17,6 +17,8 @@ from typing import Iterator
 import orjson
 
 from .errors import InputError, UsageError
+from .mapping import customer_key
+from .reader import Chunk
 
 REPORTS = ("success.csv", "errors.csv", "skipped.csv")
 SUMMED = ("rows", "success", "errors", "skipped", "not_sent", "validation_errors", "api_errors",
@@ -43,6 +45,36 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+class ShardedInput:
+    """An input file seen through one shard: chunks keep only the shard's rows, with
+    their own row numbers, so validation, sending and reports all see the same rows."""
+
+    def __init__(self, source, plan, config, shard: Shard):
+        self._source = source
+        self.shard = shard
+        self._name_at = plan.position("identifierName")
+        self._value_at = plan.position("identifierValue")
+        self._default_name = config.api.identifier_name
+
+    def __getattr__(self, name: str):
+        return getattr(self._source, name)
+
+    def chunks(self) -> Iterator[Chunk]:
+        for chunk in self._source.chunks():
+            keep = self._owned(chunk.frame)
+            rows = [row for row, kept in zip(chunk.rows, keep) if kept]
+            yield Chunk(chunk.first_row, chunk.frame[keep], row_numbers=rows)
+
+    def _owned(self, frame) -> list[bool]:
+        values = frame.iloc[:, self._value_at].fillna("").astype(str)
+        if self._name_at is None:
+            names = [self._default_name] * len(frame)
+        else:
+            names = [name.strip() or self._default_name
+                     for name in frame.iloc[:, self._name_at].fillna("").astype(str)]
+        return [self.shard.owns(customer_key(name, value)) for name, value in zip(names, values)]
 
 
 def merge_reports(run_folders: list[Path], output: Path) -> dict:

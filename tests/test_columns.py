@@ -114,5 +114,5 @@ def test_validate_prints_the_summary_and_exits_1_when_rows_are_invalid(tmp_path)
     result = CliRunner().invoke(main, ["validate", str(source), "--config",
                                        str(write_config(tmp_path, "http://127.0.0.1:9")), "--json"])
     assert result.exit_code == 1
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert (summary["status"], summary["validation_errors"], summary["requests"]) == ("dry_run", 1, 0)

@@ -178,7 +178,7 @@ def test_cli_dry_run_sends_nothing_and_previews_payloads(tmp_path, sandbox_serve
     result = CliRunner().invoke(main, ["run", str(source), "--config", str(config), "--dry-run", "--json"])
 
     assert result.exit_code == 1, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert (summary["status"], summary["validation_errors"], summary["skipped"]) == ("dry_run", 1, 1)
     assert customer_puts(server) == []
     preview = [json.loads(line) for line in Path(summary["reports"]["preview"]).read_text().splitlines()]

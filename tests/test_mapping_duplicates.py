@@ -82,7 +82,7 @@ def test_the_policy_is_an_option_and_the_dry_run_previews_what_would_be_sent(tmp
     config = write_config(tmp_path, "http://127.0.0.1:9")
     result = CliRunner().invoke(main, ["run", str(source), "--config", str(config), "--dry-run",
                                        "--duplicates", "last", "--json"])
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     preview = [json.loads(line) for line in open(summary["reports"]["preview"])]
     assert [p["row"] for p in preview] == [3, 6]
     assert summary["config"]["input"]["duplicates"] == "last"

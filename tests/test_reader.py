@@ -182,7 +182,7 @@ def test_a_latin1_file_needs_encoding_and_reads_with_it(tmp_path):
     result = CliRunner().invoke(main, ["validate", str(path), "--config", str(config),
                                        "--encoding", "latin-1", "--json"])
     assert result.exit_code == 0, result.output
-    preview = Path(json.loads(result.output)["reports"]["preview"]).read_text(encoding="utf-8")
+    preview = Path(json.loads(result.stdout)["reports"]["preview"]).read_text(encoding="utf-8")
     assert json.loads(preview)["body"] == {"profiles": [{"firstName": "José"}],
                                            "extendedFields": {"city": "São Paulo"}}
 
@@ -212,5 +212,5 @@ def test_the_sheet_option_reaches_the_reader_from_the_command_line(tmp_path):
     result = CliRunner().invoke(main, ["validate", str(path), "--config", str(config), "--sheet", "Second",
                                        "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert (summary["rows"], summary["skipped"], summary["config"]["input"]["sheet"]) == (1, 1, "Second")

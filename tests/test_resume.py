@@ -120,7 +120,7 @@ def test_max_runtime_stops_with_exit_4_and_the_next_run_finishes(tmp_path, sandb
     runner = CliRunner()
     first = runner.invoke(main, ["run", str(source), "--config", str(config), "--max-runtime", "2s", "--json"])
     assert first.exit_code == 4, first.output
-    stopped = json.loads(first.output)
+    stopped = json.loads(first.stdout)
     assert "--max-runtime of 2 s reached" in stopped["reason"]
     assert 1 <= stopped["success"] < 60 and stopped["success"] + stopped["not_sent"] == 60
 
@@ -162,8 +162,8 @@ def test_rerunning_a_finished_job_sends_nothing_and_repeats_its_summary(tmp_path
 
     assert first.exit_code == again.exit_code == 1
     assert len(customer_puts(server)) == 2
-    replay = json.loads(again.output)
-    assert replay["replayed"] and replay["reports"] == json.loads(first.output)["reports"]
+    replay = json.loads(again.stdout)
+    assert replay["replayed"] and replay["reports"] == json.loads(first.stdout)["reports"]
     restarted = runner.invoke(main, ["run", str(source), "--config", str(config), "--restart"])
     assert restarted.exit_code == 1 and len(customer_puts(server)) == 4
 
@@ -195,7 +195,7 @@ def test_reports_after_a_resume_cover_the_whole_file_once(tmp_path, sandbox_serv
     runner = CliRunner()
     assert runner.invoke(main, ["run", str(source), "--config", str(config), "--max-runtime", "2s"]).exit_code == 4
     done = runner.invoke(main, ["run", str(source), "--config", str(config), "--rate-per-minute", "60000", "--json"])
-    summary = json.loads(done.output)
+    summary = json.loads(done.stdout)
 
     assert done.exit_code == 1
     assert _all_reported_rows(summary) == list(range(2, 44))
