@@ -6,6 +6,7 @@ so `batch-updater --help` stays fast.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -36,6 +37,11 @@ def _guarded(action):
         _fail(lines[0], exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 4)
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("BATCH_UPDATER_DEBUG"):
+            raise
+        _fail(f"internal error ({exc.__class__.__name__}: {exc}); please report it, with the"
+              " traceback that BATCH_UPDATER_DEBUG=1 shows", 3)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

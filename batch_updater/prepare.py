@@ -22,7 +22,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -103,14 +103,14 @@ class ChunkPreparer:
         checked = self.check(chunk)
         rows, columns, problems = checked.rows, checked.columns, checked.problems
         identifiers = columns[self.identifier]
-        first = rows.start
+        index_of = _indexer(rows)
         outcomes = [RowOutcome(row, Status.SKIPPED, message="blank row")
                     for row in np.asarray(rows)[checked.blank].tolist()]
         held = set(problems)
         for decision in (duplicates.within(rows) if duplicates else []):
             if decision.row in held and not decision.reject:
                 continue  # invalid rows never take part in `last`
-            lookup = self.mapper.lookups([[c[decision.row - first]] for c in columns])[0]
+            lookup = self.mapper.lookups([[c[index_of(decision.row)]] for c in columns])[0]
             message = decision.message(f"{lookup.identifier_name} {lookup.identifier_value}")
             if decision.reject:
                 problems[decision.row] = "; ".join(filter(None, (problems.get(decision.row), message)))
@@ -119,7 +119,7 @@ class ChunkPreparer:
                                            identifier=lookup.identifier_value))
             held.add(decision.row)
         outcomes += [RowOutcome(row, Status.ERROR, Stage.VALIDATION, "", message,
-                                identifier=identifiers[row - first])
+                                identifier=identifiers[index_of(row)])
                      for row, message in problems.items()]
         held.update(row for row in np.asarray(rows)[checked.blank].tolist())
         if held:
@@ -138,6 +138,14 @@ class ChunkPreparer:
         lookups = self.mapper.lookups(columns) if index else []
         return ([checked.rows[i] for i in index],
                 [customer_key(lookup.identifier_name, lookup.identifier_value) for lookup in lookups])
+
+
+def _indexer(rows: Sequence[int]) -> Callable[[int], int]:
+    """Row number -> position in the chunk (rows are consecutive unless a shard left some out)."""
+    if isinstance(rows, range):
+        first = rows.start
+        return lambda row: row - first
+    return {row: i for i, row in enumerate(rows)}.__getitem__
 
 
 def prepare_chunks(source: InputFile, plan: ColumnPlan, config: Config,

@@ -191,9 +191,14 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
     in_doubt_rows: set[int] = set()  # in flight when an earlier run stopped
     watch = watch or ProgressWatch(Progress(None, limits.rate_per_minute))
 
+    debug = log.isEnabledFor(logging.DEBUG)
+
     def settle(outcome: RowOutcome) -> None:
         journal.record(outcome)
         watch.progress.count(outcome)
+        if debug and outcome.status is Status.ERROR:
+            log.debug("row %d %s: %s %s %s", outcome.row, outcome.identifier, outcome.stage.value,
+                      outcome.code, outcome.message)  # identifiers are masked by the log filter
 
     pool = WorkerPool(client, limiter, limits, settle,
                       on_dispatch=lambda p: journal.mark_in_flight(p.row),
