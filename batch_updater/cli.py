@@ -116,6 +116,7 @@ def _load(options: dict, shard=None):
         "input.delimiter": options.get("delimiter"),
         "input.sheet": options.get("sheet"), "input.timezone": options.get("timezone"),
         "input.max_invalid": options.get("max_invalid"), "input.duplicates": options.get("duplicates"),
+        "state.only_changed": options.get("only_changed"),
     }
     config = load_config(options.get("config_path"), overrides=overrides)
     for warning in config.warnings:
@@ -134,10 +135,13 @@ def _load(options: dict, shard=None):
 @click.option("--resume/--restart", default=True,
               help="Continue this file's unfinished job (default), or start it over.")
 @click.option("--max-runtime", metavar="DURATION", help="Stop cleanly after e.g. 90m, 6h, 1h30m (exit 4; resumable).")
+@click.option("--only-changed/--full", "only_changed", default=None,
+              help="Skip rows the API already acknowledged with the same values / send all and refresh the state.")
 @click.option("--shard", metavar="K/N",
               help="Only the customers of shard K of N; the rate limit is divided by N unless given.")
 @_output_options
-def run(file: str, dry_run: bool, resume: bool, max_runtime: str | None, shard: str | None,
+def run(file: str, dry_run: bool, resume: bool, max_runtime: str | None, only_changed: bool | None,
+        shard: str | None,
         as_json: bool, quiet: bool, log_level: str, log_format: str, log_file: str | None,
         **options) -> None:
     """Send every row of FILE to the API and write success, error and skipped reports.
@@ -150,7 +154,7 @@ def run(file: str, dry_run: bool, resume: bool, max_runtime: str | None, shard: 
 
         seconds = parse_duration(max_runtime) if max_runtime else None
         parsed = Shard.parse(shard) if shard else None
-        config = _load(options, shard=parsed)
+        config = _load({**options, "only_changed": only_changed}, shard=parsed)
         _setup_logging(config, log_level, log_format, log_file)
         display = _progress_display(quiet or as_json)
         try:
@@ -241,6 +245,66 @@ def human_summary(s) -> str:
     lines.append(f"reports: {folder}/ (success.csv, errors.csv, skipped.csv)")
     lines.append(f"summary: {s.reports['summary']}")
     return "\n".join(lines)
+
+
+@main.group()
+def state() -> None:
+    """The store behind --only-changed: what the API last acknowledged per customer."""
+
+
+@state.command("stats")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Where the default store lives.")
+def state_stats(config_path: str | None, output_dir: str | None) -> None:
+    """How many customers the store knows, and when it last changed."""
+    def work():
+        from .changes import SyncState
+
+        config = _state_config(config_path, output_dir)
+        with SyncState(config.state_path) as store:
+            return store.stats()
+
+    stats = _guarded(work)
+    click.echo(f"{stats['path']}: {stats['customers']} customers;"
+               f" oldest entry {stats['oldest'] or '-'}, newest {stats['newest'] or '-'}")
+
+
+@state.command("forget")
+@click.argument("identifiers", nargs=-1)
+@click.option("--all", "forget_all", is_flag=True, help="Forget every customer: the next run sends everything.")
+@click.option("--identifier-name", help="What the IDENTIFIERS are (default from config).")
+@click.option("--source", help="Source of the IDENTIFIERS (default from config).")
+@click.option("--account-id", help="Account id of the IDENTIFIERS (default from config).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Where the default store lives.")
+def state_forget(identifiers, forget_all, identifier_name, source, account_id, config_path, output_dir) -> None:
+    """Forget customers (or --all), so that the next --only-changed run sends them."""
+    if bool(identifiers) == forget_all:
+        _fail("name the customers' identifiers, or pass --all (not both)", 2)
+
+    def work():
+        from .changes import Fingerprints, SyncState
+
+        config = _state_config(config_path, output_dir)
+        with SyncState(config.state_path) as store:
+            if forget_all:
+                return store.forget_all()
+            fingerprints = Fingerprints([], config)
+            keys = [fingerprints.key_of(identifier_name or config.api.identifier_name, value.strip(),
+                                        source, account_id) for value in identifiers]
+            return store.forget_keys(keys)
+
+    forgotten = _guarded(work)
+    click.echo(f"forgot {forgotten} customers")
+
+
+def _state_config(config_path: str | None, output_dir: str | None):
+    from .config import load_config
+
+    # The store needs the API's address, not credentials.
+    environ = {"BATCH_UPDATER_PASSWORD": "unused", **os.environ}
+    overrides = {"output.dir": output_dir, "api.username": os.environ.get("BATCH_UPDATER_API_USERNAME") or "-"}
+    return load_config(config_path, overrides=overrides, environ=environ)
 
 
 @main.command()

@@ -84,6 +84,8 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("limits", "auth_failures_to_abort"): Setting("int", 3, minimum=1),
     ("limits", "consecutive_failures_to_abort"): Setting("int", 50, minimum=1),
     ("output", "dir"): Setting("path", "reports"),
+    ("state", "path"): Setting("path", help="state store for --only-changed; default <output dir>/state.sqlite"),
+    ("state", "only_changed"): Setting("bool", False, help="skip rows whose payload the API already acknowledged"),
     ("notify", "webhook_url"): Setting("str", help="Slack-compatible webhook, posted when a run has errors or aborts"),
     ("input", "chunk_rows"): Setting("int", 10_000, minimum=1),
     ("input", "encoding"): Setting("str", help="text encoding; default UTF-8 with or without BOM"),
@@ -149,6 +151,12 @@ class InputSettings:
 
 
 @dataclass(frozen=True)
+class StateSettings:
+    path: Path | None
+    only_changed: bool
+
+
+@dataclass(frozen=True)
 class NotifySettings:
     webhook_url: str | None  # Slack-compatible; it carries a token, so it is never shown
 
@@ -161,13 +169,18 @@ class Config:
     input: InputSettings
     columns: Mapping[str, str] = field(default_factory=dict)
     notify: "NotifySettings" = field(default_factory=lambda: NotifySettings(None))
+    state: "StateSettings" = field(default_factory=lambda: StateSettings(None, False))
+
+    @property
+    def state_path(self) -> Path:
+        return self.state.path or Path(self.output.dir) / "state.sqlite"
     warnings: tuple[str, ...] = ()
     path: Path | None = None
 
     def public_dict(self) -> dict[str, Any]:
         """The settings without the secret, for summary.json and logs."""
         out: dict[str, Any] = {}
-        for section in ("api", "limits", "output", "input"):
+        for section in ("api", "limits", "output", "input", "state"):
             values = getattr(self, section).__dict__
             out[section] = {k: (str(v) if isinstance(v, Path) else v)
                             for k, v in values.items() if k != "password"}
@@ -220,6 +233,7 @@ def load_config(path: str | os.PathLike | None = None, *,
         output=OutputSettings(**_section(typed, "output")),
         input=InputSettings(**_section(typed, "input"), types=types),
         notify=NotifySettings(**_section(typed, "notify")),
+        state=StateSettings(**_section(typed, "state")),
         columns=columns,
         warnings=tuple(warnings),
         path=Path(path) if path else None,

@@ -1,8 +1,10 @@
 """CSV formula injection (OWASP): neutralise report cells a spreadsheet would execute.
 
 A cell starting with = + - @ tab or CR gets a leading apostrophe, which spreadsheets
-show as text. The reader strips exactly that apostrophe again, so a report fed back
-as input carries the original values: `'=1+2` → `=1+2`, `'+919845012345` → `+919845012345`.
+show as text. The reader strips exactly that apostrophe again (`restore`), so a report
+fed back as input carries the original values: `'=1+2` → `=1+2`, `'+919845012345` →
+`+919845012345`. A value that itself starts with apostrophes before such a character
+gets one more (`'=x` → `''=x`), so the round trip is exact for every value.
 """
 
 from __future__ import annotations
@@ -12,12 +14,23 @@ GUARD = "'"
 
 
 def neutralise(cell: object) -> object:
-    if isinstance(cell, str) and cell.startswith(TRIGGERS):
+    if isinstance(cell, str) and cell and cell.lstrip(GUARD).startswith(TRIGGERS):
         return GUARD + cell
     return cell
 
 
 def restore(cell: str) -> str:
-    if cell.startswith(GUARD) and cell[1:2] and cell[1] in TRIGGERS:
+    """Undo `neutralise`: one leading apostrophe before [apostrophes and] = + - @ tab CR goes."""
+    if cell.startswith(GUARD) and cell.lstrip(GUARD).startswith(TRIGGERS):
         return cell[1:]
     return cell
+
+
+def restore_column(cells: list) -> list:
+    """`restore` over a column of text cells, cheaply when (as usual) no cell needs it."""
+    try:
+        if GUARD not in "".join(cells):  # one C-speed pass; most columns hold no apostrophe
+            return cells
+    except TypeError:  # a cell that is not text (NaN): look at each
+        pass
+    return [restore(cell) if isinstance(cell, str) else cell for cell in cells]

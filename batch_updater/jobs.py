@@ -59,7 +59,8 @@ def job_identity(path: Path, config: Config, shard: object = None) -> str:
             digest.update(block)
     api = config.api
     settings = [api.base_url, api.source, api.account_id, api.identifier_name, api.use_async,
-                sorted(config.columns.items()), repr(config.input), str(shard or "")]
+                sorted(config.columns.items()), repr(config.input), str(shard or ""),
+                config.state.only_changed]
     digest.update(orjson.dumps(settings, default=str))
     return digest.hexdigest()[:12]
 

@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .changes import Fingerprints
 from .columns import ColumnPlan
 from .config import Config
 from .duplicates import Decisions, DuplicateScan
@@ -42,6 +43,8 @@ class Prepared:
     """One chunk after validation and mapping."""
     payloads: list[Payload]
     outcomes: list[RowOutcome]  # rows settled without a request (invalid, blank, held back)
+    keys: np.ndarray | None = None     # per payload: its customer's state key (changes.py)
+    digests: np.ndarray | None = None  # per payload: the digest of what it sends
 
 
 @dataclass
@@ -79,6 +82,7 @@ class ChunkPreparer:
         self.validator = RowValidator(self.names, **defaults)
         self.mapper = Mapper(self.names, **defaults)
         self.identifier = self.names.index("identifierValue")
+        self.fingerprints = Fingerprints(self.names, config)
 
     def check(self, chunk: Chunk) -> Checked:
         import pandas as pd
@@ -128,8 +132,10 @@ class ChunkPreparer:
             valid_rows = list(compress(rows, keep))
         else:
             valid_rows = list(rows)
-        payloads = self.mapper.payloads(valid_rows, columns) if valid_rows else []
-        return Prepared(payloads, outcomes)
+        if not valid_rows:
+            return Prepared([], outcomes)
+        keys, digests = self.fingerprints.of(columns)
+        return Prepared(self.mapper.payloads(valid_rows, columns), outcomes, keys, digests)
 
     def keys(self, checked: Checked, wanted: np.ndarray) -> tuple[list[int], list[str]]:
         """The customer keys of the rows where `wanted` holds (for the duplicates pre-pass)."""

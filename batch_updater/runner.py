@@ -22,6 +22,7 @@ from .columns import ColumnPlan, resolve_headers
 from .config import Config
 from .errors import InputError
 from .jobs import Job, job_folder, job_identity, open_job
+from .changes import ChangeFilter, SyncState
 from .journal import FINAL, FLUSH_SECONDS, IN_FLIGHT, Journal
 from .outcomes import RowOutcome, Status
 from .mapping import Payload
@@ -100,8 +101,10 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
         total = estimate_rows(source)
         progress = Progress(total // shard.count if total and shard else total, _limit_per_minute(config))
         watch = ProgressWatch(progress, on_progress, progress_every)
-        stats = asyncio.run(_send(prepare_chunks(source, plan, config, screen), job.journal, config,
-                                  max_runtime_seconds, watch))
+        with SyncState(config.state_path) as state:
+            changes = ChangeFilter(state, only_changed=config.state.only_changed)
+            stats = asyncio.run(_send(prepare_chunks(source, plan, config, screen), job.journal,
+                                      config, max_runtime_seconds, watch, changes))
         stats["resumed"] = job.resuming
         stats["shard"] = str(shard) if shard else None
         summary = _finish(config, source, job.id, job.journal, folder, stats, started)
@@ -114,6 +117,7 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
 
 
 JOB_STATUS = {0: "finished", 1: "finished", 3: "aborted", 4: "stopped"}
+UNCHANGED = "unchanged: the API acknowledged the same values before"
 
 
 def _dry_run(config: Config, source: CsvInput, plan: ColumnPlan, started: datetime,
@@ -179,7 +183,8 @@ async def _preview(chunks: Iterator[Prepared], journal: Journal, path: Path,
 
 async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
                 max_runtime_seconds: float | None = None,
-                watch: ProgressWatch | None = None) -> dict[str, Any]:
+                watch: ProgressWatch | None = None,
+                changes: ChangeFilter | None = None) -> dict[str, Any]:
     from .client import ApiClient
     from .pool import WorkerPool
     from .ratelimit import RateLimiter
@@ -196,6 +201,8 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
     def settle(outcome: RowOutcome) -> None:
         journal.record(outcome)
         watch.progress.count(outcome)
+        if changes:
+            changes.settled(outcome.row, outcome.status is Status.SUCCESS)
         if debug and outcome.status is Status.ERROR:
             log.debug("row %d %s: %s %s %s", outcome.row, outcome.identifier, outcome.stage.value,
                       outcome.code, outcome.message)  # identifiers are masked by the log filter
@@ -203,7 +210,7 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
     pool = WorkerPool(client, limiter, limits, settle,
                       on_dispatch=lambda p: journal.mark_in_flight(p.row),
                       was_in_doubt=in_doubt_rows.__contains__)
-    flusher = asyncio.create_task(_flush_every(journal, FLUSH_SECONDS))
+    flusher = asyncio.create_task(_flush_every(journal, FLUSH_SECONDS, changes))
     reporter = asyncio.create_task(watch.run(pool.stats))
     loop = asyncio.get_running_loop()
     remove_handlers = _on_stop_signals(loop, pool)
@@ -216,7 +223,8 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
         while not pool.halted and (prepared := await _next_in_thread(chunks)) is not None:
             for outcome in prepared.outcomes:
                 settle(outcome)
-            for payload in _unfinished(prepared.payloads, journal, in_doubt_rows, watch.progress):
+            for payload in _unfinished(_changed(prepared, changes, settle), journal, in_doubt_rows,
+                                       watch.progress):
                 if pool.halted:
                     break
                 await pool.submit(payload)
@@ -236,6 +244,22 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
             "in_doubt_attempts": stats.in_doubt,
             "http_statuses": {str(k): v for k, v in sorted(stats.status_counts.items())},
             "sending_seconds": elapsed}
+
+
+def _changed(prepared: Prepared, changes: ChangeFilter | None,
+             settle: Callable[[RowOutcome], None]) -> list[Payload]:
+    """The payloads to send; unchanged ones are settled as skipped, without a request."""
+    payloads = prepared.payloads
+    if changes is None or not payloads:
+        return payloads
+    send = changes.select([p.row for p in payloads], prepared.keys, prepared.digests)
+    if all(send):
+        return payloads
+    for payload, sending in zip(payloads, send):
+        if not sending:
+            settle(RowOutcome(payload.row, Status.SKIPPED, message=UNCHANGED,
+                              identifier=payload.lookup.identifier_value))
+    return [payload for payload, sending in zip(payloads, send) if sending]
 
 
 def _unfinished(payloads: list[Payload], journal: Journal, in_doubt_rows: set[int],
@@ -309,10 +333,12 @@ def _log_end(summary: RunSummary) -> None:
             summary.not_sent, summary.exit_code, f" ({summary.reason})" if summary.reason else "")
 
 
-async def _flush_every(journal: Journal, seconds: float) -> None:
+async def _flush_every(journal: Journal, seconds: float, changes: ChangeFilter | None = None) -> None:
     while True:
         await asyncio.sleep(seconds)
         journal.flush()
+        if changes:
+            changes.state.flush()
 
 
 def _exit_code(counts: ReportCounts, stats: dict[str, Any]) -> tuple[int, str]:

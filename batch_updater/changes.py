@@ -1,0 +1,187 @@
+"""Send only what changed: what the API last acknowledged per customer, and the test.
+
+The state store (SQLite) maps a customer — (base_url, source, accountId, identifierName,
+identifierValue) — to a digest of the last payload the API answered 200 for. Both are
+64-bit hashes computed for a whole chunk at once (pandas' vectorised hashing), and a
+chunk's customers are looked up in one query, so an unchanged row costs microseconds.
+
+Rules: the state changes only after a 200; a row that failed or is in doubt makes its
+customer forgotten (so it is sent next time, whatever the file says); and once a row of
+a customer is sent in a run, that customer's later rows are sent too (they come after it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import orjson
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS synced (key INTEGER PRIMARY KEY, digest INTEGER NOT NULL, updated TEXT);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+LOOKUP_NAMES = ("source", "accountId", "identifierName", "identifierValue")
+
+
+def _salt(*parts: object) -> str:
+    """pandas' hash key: 16 characters derived from what must change the hash."""
+    return hashlib.sha256(orjson.dumps(parts, default=str)).hexdigest()[:16]
+
+
+class Fingerprints:
+    """Per row of a chunk: the customer's state key and the payload's digest, vectorised.
+
+    The digest covers the canonical column names and every setting that shapes the
+    payload, so the same cells under another header or config are a change.
+    """
+
+    def __init__(self, names: Sequence[str], config):
+        api = config.api
+        self._names = list(names)
+        self._defaults = {"source": api.source, "accountId": api.account_id or "",
+                          "identifierName": api.identifier_name}
+        self._key_salt = _salt("key", api.base_url.rstrip("/"))
+        self._digest_salt = _salt("digest", self._names, api.use_async, repr(config.input))
+
+    def of(self, columns: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """`columns`: the canonical columns' trimmed cells (in `names` order) of the rows."""
+        import pandas as pd
+
+        frame = pd.DataFrame(dict(zip(self._names, columns)), dtype=object)
+        digests = pd.util.hash_pandas_object(frame, index=False, hash_key=self._digest_salt)
+        return self.keys(frame), digests.to_numpy().view(np.int64)
+
+    def keys(self, frame) -> np.ndarray:
+        import pandas as pd
+
+        parts = {}
+        for name in LOOKUP_NAMES:
+            column = frame[name] if name in frame else pd.Series("", index=frame.index, dtype=object)
+            if name == "identifierValue":
+                parts[name] = column.str.lower()
+                continue
+            column = column.where(column != "", self._defaults.get(name, ""))
+            # enumerations match in any case: normalise as the API spells them
+            parts[name] = column.str.upper() if name == "source" else column.str.lower()
+        lookup = pd.DataFrame(parts, dtype=object)
+        hashed = pd.util.hash_pandas_object(lookup, index=False, hash_key=self._key_salt)
+        return hashed.to_numpy().view(np.int64)
+
+    def key_of(self, identifier_name: str, identifier_value: str, source: str | None = None,
+               account_id: str | None = None) -> int:
+        """One customer's key, for `batch-updater state forget`."""
+        import pandas as pd
+
+        frame = pd.DataFrame({"source": [source or ""], "accountId": [account_id or ""],
+                              "identifierName": [identifier_name], "identifierValue": [identifier_value]},
+                             dtype=object)
+        return int(self.keys(frame)[0])
+
+
+class SyncState:
+    """The store: lookups by chunk, writes buffered and committed with the journal's cadence."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(mode=0o600)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._remember: dict[int, int] = {}
+        self._forget: set[int] = set()
+
+    def __enter__(self) -> "SyncState":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def digests(self, keys: np.ndarray) -> dict[int, int]:
+        """The stored digest of each known key among `keys`, in one query."""
+        if not len(keys):
+            return {}
+        found = self._db.execute("SELECT key, digest FROM synced WHERE key IN"
+                                 " (SELECT value FROM json_each(?))", (orjson.dumps(keys.tolist()),))
+        return dict(found.fetchall())
+
+    def remember(self, key: int, digest: int) -> None:
+        self._forget.discard(key)
+        self._remember[key] = digest
+
+    def forget(self, key: int) -> None:
+        self._remember.pop(key, None)
+        self._forget.add(key)
+
+    def flush(self) -> None:
+        if not self._remember and not self._forget:
+            return
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        remember, self._remember = self._remember, {}
+        forget, self._forget = self._forget, set()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO synced (key, digest, updated) VALUES (?, ?, ?)",
+                                 [(key, digest, now) for key, digest in remember.items()])
+            self._db.executemany("DELETE FROM synced WHERE key = ?", [(key,) for key in forget])
+
+    def forget_all(self) -> int:
+        with self._db:
+            self._db.execute("BEGIN")
+            return self._db.execute("DELETE FROM synced").rowcount
+
+    def forget_keys(self, keys: Sequence[int]) -> int:
+        with self._db:
+            self._db.execute("BEGIN")
+            return sum(self._db.execute("DELETE FROM synced WHERE key = ?", (key,)).rowcount for key in keys)
+
+    def stats(self) -> dict[str, object]:
+        count, oldest, newest = self._db.execute(
+            "SELECT COUNT(*), MIN(updated), MAX(updated) FROM synced").fetchone()
+        return {"path": str(self.path), "customers": count, "oldest": oldest, "newest": newest}
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+
+class ChangeFilter:
+    """Per run: decides which payloads are unchanged, and keeps the store up to date."""
+
+    def __init__(self, state: SyncState, *, only_changed: bool):
+        self.state = state
+        self.only_changed = only_changed
+        self._sent_customers: set[int] = set()
+        self._pending: dict[int, tuple[int, int]] = {}  # row -> (key, digest) of sent rows
+
+    def select(self, rows: Sequence[int], keys: np.ndarray, digests: np.ndarray) -> list[bool]:
+        """Per row: True to send, False when it is unchanged since the last 200."""
+        stored = self.state.digests(keys) if self.only_changed else {}
+        send = []
+        for row, key, digest in zip(rows, keys.tolist(), digests.tolist()):
+            unchanged = (self.only_changed and key not in self._sent_customers
+                         and stored.get(key) == digest)
+            if not unchanged:
+                if self.only_changed:
+                    self._sent_customers.add(key)
+                self._pending[row] = (key, digest)
+                self.state.forget(key)  # until a 200 says otherwise: in doubt is not unchanged
+            send.append(not unchanged)
+        return send
+
+    def settled(self, row: int, applied: bool) -> None:
+        """The API answered for a sent row: remember its digest after a 200, else forget."""
+        key_digest = self._pending.pop(row, None)
+        if key_digest is None:
+            return
+        key, digest = key_digest
+        if applied:
+            self.state.remember(key, digest)
+        else:
+            self.state.forget(key)
