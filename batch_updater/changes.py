@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +27,7 @@ CREATE TABLE IF NOT EXISTS synced (key INTEGER PRIMARY KEY, digest INTEGER NOT N
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 LOOKUP_NAMES = ("source", "accountId", "identifierName", "identifierValue")
+UNCHANGED = "unchanged: the API acknowledged the same values before"
 
 
 def _salt(*parts: object) -> str:
@@ -84,7 +86,12 @@ class Fingerprints:
 
 
 class SyncState:
-    """The store: lookups by chunk, writes buffered and committed with the journal's cadence."""
+    """The store: lookups by chunk, writes buffered and committed with the journal's cadence.
+
+    Lookups come from the thread that prepares chunks, through a connection of their own
+    (WAL lets it read while the event loop's connection writes); the write buffers are
+    shared, hence the lock.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -94,6 +101,8 @@ class SyncState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._reader = sqlite3.connect(self.path, check_same_thread=False)
+        self._lock = threading.Lock()
         self._remember: dict[int, int] = {}
         self._forget: set[int] = set()
 
@@ -107,24 +116,31 @@ class SyncState:
         """The stored digest of each known key among `keys`, in one query."""
         if not len(keys):
             return {}
-        found = self._db.execute("SELECT key, digest FROM synced WHERE key IN"
-                                 " (SELECT value FROM json_each(?))", (orjson.dumps(keys.tolist()),))
+        found = self._reader.execute("SELECT key, digest FROM synced WHERE key IN"
+                                     " (SELECT value FROM json_each(?))", (orjson.dumps(keys.tolist()),))
         return dict(found.fetchall())
 
     def remember(self, key: int, digest: int) -> None:
-        self._forget.discard(key)
-        self._remember[key] = digest
+        with self._lock:
+            self._forget.discard(key)
+            self._remember[key] = digest
+
+    def forget_later(self, keys: Sequence[int]) -> None:
+        with self._lock:
+            for key in keys:
+                self._remember.pop(key, None)
+            self._forget.update(keys)
 
     def forget(self, key: int) -> None:
-        self._remember.pop(key, None)
-        self._forget.add(key)
+        self.forget_later((key,))
 
     def flush(self) -> None:
-        if not self._remember and not self._forget:
-            return
+        with self._lock:
+            if not self._remember and not self._forget:
+                return
+            remember, self._remember = self._remember, {}
+            forget, self._forget = self._forget, set()
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        remember, self._remember = self._remember, {}
-        forget, self._forget = self._forget, set()
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO synced (key, digest, updated) VALUES (?, ?, ?)",
@@ -148,6 +164,7 @@ class SyncState:
 
     def close(self) -> None:
         self.flush()
+        self._reader.close()
         self._db.close()
 
 
@@ -161,18 +178,26 @@ class ChangeFilter:
         self._pending: dict[int, tuple[int, int]] = {}  # row -> (key, digest) of sent rows
 
     def select(self, rows: Sequence[int], keys: np.ndarray, digests: np.ndarray) -> list[bool]:
-        """Per row: True to send, False when it is unchanged since the last 200."""
-        stored = self.state.digests(keys) if self.only_changed else {}
-        send = []
-        for row, key, digest in zip(rows, keys.tolist(), digests.tolist()):
-            unchanged = (self.only_changed and key not in self._sent_customers
-                         and stored.get(key) == digest)
-            if not unchanged:
-                if self.only_changed:
-                    self._sent_customers.add(key)
-                self._pending[row] = (key, digest)
-                self.state.forget(key)  # until a 200 says otherwise: in doubt is not unchanged
-            send.append(not unchanged)
+        """Per row: True to send, False when it is unchanged since the last 200.
+
+        Called from the thread that prepares chunks; `settled` from the event loop.
+        """
+        keys_list, digests_list = keys.tolist(), digests.tolist()
+        if self.only_changed:
+            stored, sent = self.state.digests(keys), self._sent_customers
+            send = []
+            for key, digest in zip(keys_list, digests_list):
+                go = key in sent or stored.get(key) != digest
+                if go:
+                    sent.add(key)  # this customer's later rows follow it
+                send.append(go)
+        else:
+            send = [True] * len(keys_list)
+        sending = [(row, key, digest) for row, key, digest, go in
+                   zip(rows, keys_list, digests_list, send) if go]
+        self._pending.update((row, (key, digest)) for row, key, digest in sending)
+        # until a 200 says otherwise: a row in doubt is never "unchanged" next time
+        self.state.forget_later([key for _, key, _ in sending])
         return send
 
     def settled(self, row: int, applied: bool) -> None:

@@ -76,6 +76,12 @@ def _connection_options(f):
                      help="Send nothing (exit 2) when more rows than this are invalid."),
         click.option("--duplicates", type=click.Choice(["sequential", "last", "reject"]),
                      help="Several rows for one customer: send all in order (default), the last, or none."),
+        click.option("--ca-bundle", type=click.Path(dir_okay=False),
+                     help="PEM file of CA certificates to trust for the API (a private CA or TLS proxy)."),
+        click.option("--insecure", is_flag=True, default=None,
+                     help="Do not verify the API's TLS certificate (warns; prefer --ca-bundle)."),
+        click.option("--mask-identifiers", is_flag=True, default=None,
+                     help="Mask identifiers in success.csv and skipped.csv (errors.csv stays re-feedable)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -117,6 +123,9 @@ def _load(options: dict, shard=None):
         "input.sheet": options.get("sheet"), "input.timezone": options.get("timezone"),
         "input.max_invalid": options.get("max_invalid"), "input.duplicates": options.get("duplicates"),
         "state.only_changed": options.get("only_changed"),
+        "api.ca_bundle": options.get("ca_bundle"),
+        "api.verify_tls": False if options.get("insecure") else None,
+        "output.mask_identifiers": True if options.get("mask_identifiers") else None,
     }
     config = load_config(options.get("config_path"), overrides=overrides)
     for warning in config.warnings:

@@ -252,7 +252,12 @@ class ApiClient:
         timeout = aiohttp.ClientTimeout(total=limits.timeout_seconds,
                                         sock_connect=limits.connect_timeout_seconds,
                                         sock_read=limits.read_timeout_seconds)
-        connector = aiohttp.TCPConnector(limit=limits.concurrency + 2)
+        from .logs import log
+        from .tls import insecure_warning, ssl_argument
+
+        if warning := insecure_warning(api):
+            log.warning(warning)
+        connector = aiohttp.TCPConnector(limit=limits.concurrency + 2, ssl=ssl_argument(api))
         session = aiohttp.ClientSession(timeout=timeout, connector=connector,
                                         json_serialize=lambda o: orjson.dumps(o).decode())
         # Our retry loop must see every attempt; aiohttp would otherwise re-send a PUT

@@ -129,7 +129,7 @@ def resolve_headers(headers: list[str], renames: dict[str, str], source: str) ->
 
 
 def _unknown_message(header: str, target: str | None) -> str:
-    hint = _closest(header if target is None else target)
+    hint = _delimiter_hint(header) or _closest(header if target is None else target)
     family, _, rest = (header if target is None else target).strip().partition(".")
     kind = rest.partition(".")[0]
     if family.lower() == "commchannels" and kind and kind.lower() not in _CHANNELS:
@@ -140,6 +140,16 @@ def _unknown_message(header: str, target: str | None) -> str:
         return (f"the config's [columns] maps '{header}' to '{target}', which is not a column"
                 f" name{hint}: fix the [columns] table")
     return f"unknown column '{header}'{hint}"
+
+
+def _delimiter_hint(header: str) -> str:
+    """A header like 'identifierValue;firstName': the file's delimiter is another one."""
+    for delimiter in (",", ";", "\t", "|", ":"):
+        parts = header.split(delimiter)
+        if len(parts) > 1 and any(canonical_name(part) for part in parts):
+            shown = "\\t" if delimiter == "\t" else delimiter
+            return f" (it holds '{shown}': if that is the file's delimiter, pass --delimiter '{shown}')"
+    return ""
 
 
 def _closest(name: str) -> str:

@@ -66,6 +66,8 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("api", "username"): Setting("str", required=True, help="till code (basic) or OAuth key"),
     ("api", "password_file"): Setting("path"),
     ("api", "use_async"): Setting("bool", False),
+    ("api", "ca_bundle"): Setting("path", help="PEM file of the CA certificates to trust (a private CA or a TLS proxy)"),
+    ("api", "verify_tls"): Setting("bool", True, help="false (or --insecure) turns certificate checks off, with a warning"),
     ("limits", "rate_per_minute"): Setting("int", 600, minimum=1),
     ("limits", "window_seconds"): Setting("float", 60.0, minimum=0.01),
     ("limits", "burst"): Setting("int", 1, minimum=1),
@@ -84,6 +86,7 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("limits", "auth_failures_to_abort"): Setting("int", 3, minimum=1),
     ("limits", "consecutive_failures_to_abort"): Setting("int", 50, minimum=1),
     ("output", "dir"): Setting("path", "reports"),
+    ("output", "mask_identifiers"): Setting("bool", False, help="mask identifiers in success.csv and skipped.csv"),
     ("state", "path"): Setting("path", help="state store for --only-changed; default <output dir>/state.sqlite"),
     ("state", "only_changed"): Setting("bool", False, help="skip rows whose payload the API already acknowledged"),
     ("notify", "webhook_url"): Setting("str", help="Slack-compatible webhook, posted when a run has errors or aborts"),
@@ -111,6 +114,8 @@ class ApiSettings:
     username: str
     password_file: Path | None
     use_async: bool
+    ca_bundle: Path | None = None
+    verify_tls: bool = True
     password: Secret = field(default_factory=lambda: Secret(""), repr=False)
 
 
@@ -134,6 +139,7 @@ class LimitSettings:
 @dataclass(frozen=True)
 class OutputSettings:
     dir: Path
+    mask_identifiers: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,7 @@ def load_config(path: str | os.PathLike | None = None, *,
     columns = _columns(raw.get("columns", {}), problems)
     types = _types(raw.get("types", {}), problems)
     _cross_checks(typed, problems)
+    _tls_checks(typed, problems, warnings)
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -416,6 +423,30 @@ def _cross_checks(typed: dict, problems: list[str]) -> None:
     url = typed.get(("api", "base_url"))
     if url and not str(url).startswith(("http://", "https://")):
         problems.append(f"[api] base_url must start with http:// or https://, got {url!r}")
+
+
+def _tls_checks(typed: dict, problems: list[str], warnings: list[str]) -> None:
+    """A CA bundle must load; turning verification off is allowed, and said out loud."""
+    bundle = typed.get(("api", "ca_bundle"))
+    if typed.get(("api", "verify_tls")) is False:
+        warnings.append(INSECURE_WARNING)
+    elif bundle:
+        import ssl
+
+        if not Path(bundle).is_file():
+            problems.append(f"[api] ca_bundle {bundle}: file not found (give the PEM file of the CA"
+                            " certificates that signed the API's certificate)")
+            return
+        try:
+            ssl.create_default_context(cafile=str(bundle))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            problems.append(f"[api] ca_bundle {bundle}: not a PEM file of CA certificates ({reason})")
+
+
+INSECURE_WARNING = ("TLS certificate verification is off ([api] verify_tls = false or --insecure):"
+                    " anyone on the network path can read the credentials and the customer data;"
+                    " trust a private CA with [api] ca_bundle instead")
 
 
 def _section(typed: dict, section: str) -> dict[str, Any]:

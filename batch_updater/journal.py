@@ -139,10 +139,14 @@ def read_meta(path: Path) -> dict[str, str]:
         return {}
 
 
+_STATUSES = {status.value: status for status in Status}
+_STAGES = {stage.value: stage for stage in Stage}
+
+
 def _outcome(values: tuple) -> RowOutcome:
     (row, status, stage, code, message, http_status, attempts,
      customer_id, warnings, identifier, in_doubt) = values
-    return RowOutcome(row, Status(status), Stage(stage) if stage else None, code or "",
+    return RowOutcome(row, _STATUSES[status], _STAGES.get(stage), code or "",
                       message or "", http_status, attempts or 0, customer_id or "",
                       warnings or "", identifier or "", bool(in_doubt))
 

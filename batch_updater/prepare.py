@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .changes import Fingerprints
+from .changes import UNCHANGED, ChangeFilter, Fingerprints
 from .columns import ColumnPlan
 from .config import Config
 from .duplicates import Decisions, DuplicateScan
@@ -43,8 +43,6 @@ class Prepared:
     """One chunk after validation and mapping."""
     payloads: list[Payload]
     outcomes: list[RowOutcome]  # rows settled without a request (invalid, blank, held back)
-    keys: np.ndarray | None = None     # per payload: its customer's state key (changes.py)
-    digests: np.ndarray | None = None  # per payload: the digest of what it sends
 
 
 @dataclass
@@ -95,15 +93,18 @@ class ChunkPreparer:
         canonical = pd.DataFrame(cells[:len(columns)].T, index=chunk.rows, columns=self.names,
                                  dtype=object, copy=False)
         problems = self.validator.problems(canonical)
+        _hostile_cells(problems, chunk.rows, self.names, columns)
+        last_named = max(self.positions)
         for position, column in zip(self.unnamed, unnamed):
-            _unnamed_problems(problems, chunk.rows, position, column)
+            _unnamed_problems(problems, chunk.rows, position, column, beyond=position > last_named)
         blank = ~filled
         if problems and blank.any():
             for row in np.asarray(chunk.rows)[blank].tolist():
                 problems.pop(row, None)
         return Checked(chunk.rows, columns, blank, problems)
 
-    def prepare(self, chunk: Chunk, duplicates: Decisions | None = None) -> Prepared:
+    def prepare(self, chunk: Chunk, duplicates: Decisions | None = None,
+                changes: ChangeFilter | None = None) -> Prepared:
         checked = self.check(chunk)
         rows, columns, problems = checked.rows, checked.columns, checked.problems
         identifiers = columns[self.identifier]
@@ -132,10 +133,22 @@ class ChunkPreparer:
             valid_rows = list(compress(rows, keep))
         else:
             valid_rows = list(rows)
+        if valid_rows and changes:
+            valid_rows, columns = self._changed(valid_rows, columns, changes, outcomes)
         if not valid_rows:
             return Prepared([], outcomes)
-        keys, digests = self.fingerprints.of(columns)
-        return Prepared(self.mapper.payloads(valid_rows, columns), outcomes, keys, digests)
+        return Prepared(self.mapper.payloads(valid_rows, columns), outcomes)
+
+    def _changed(self, rows: list[int], columns: list[list[str]], changes: ChangeFilter,
+                 outcomes: list[RowOutcome]) -> tuple[list[int], list[list[str]]]:
+        """Keep the rows to send; unchanged ones are settled as skipped, never mapped."""
+        send = changes.select(rows, *self.fingerprints.of(columns))
+        if all(send):
+            return rows, columns
+        identifiers = columns[self.identifier]
+        outcomes += [RowOutcome(row, Status.SKIPPED, message=UNCHANGED, identifier=identifier)
+                     for row, identifier, go in zip(rows, identifiers, send) if not go]
+        return list(compress(rows, send)), [list(compress(column, send)) for column in columns]
 
     def keys(self, checked: Checked, wanted: np.ndarray) -> tuple[list[int], list[str]]:
         """The customer keys of the rows where `wanted` holds (for the duplicates pre-pass)."""
@@ -155,7 +168,7 @@ def _indexer(rows: Sequence[int]) -> Callable[[int], int]:
 
 
 def prepare_chunks(source: InputFile, plan: ColumnPlan, config: Config,
-                   screen: Screen | None = None) -> Iterator[Prepared]:
+                   screen: Screen | None = None, changes: ChangeFilter | None = None) -> Iterator[Prepared]:
     """Validate and map each chunk. Pass the Screen of screen_input when there was one;
     without it, a duplicates policy other than sequential makes its own pre-pass."""
     preparer = ChunkPreparer(plan, config)
@@ -164,7 +177,7 @@ def prepare_chunks(source: InputFile, plan: ColumnPlan, config: Config,
     duplicates = screen.duplicates if screen else None
     for chunk in source.chunks():
         with gc_paused():
-            prepared = preparer.prepare(chunk, duplicates)
+            prepared = preparer.prepare(chunk, duplicates, changes)
         yield prepared
 
 
@@ -229,14 +242,43 @@ def _too_many_message(source: InputFile, screen: Screen, limit: str) -> str:
             " file and run again")
 
 
-def _unnamed_problems(problems: dict[int, str], rows: range, position: int, column: list[str]) -> None:
+def _unnamed_problems(problems: dict[int, str], rows: range, position: int, column: list[str],
+                      beyond: bool = False) -> None:
     from .schema import describe
 
+    # Past the last header, a value usually means a row with more cells than the header
+    # (a stray delimiter or quote): the reader keeps such cells in unnamed columns.
+    error = ("holds a value: the row has more cells than the header row; check its delimiters"
+             " and quoting, or give the column a header" if beyond else
+             "holds a value: give the column a header, or clear it")
     for i, value in enumerate(column):
         if value:
             row = rows[i]
-            text = describe(f"column {position + 1} (no header)", value,
-                            "holds a value: give the column a header, or clear it")
+            text = describe(f"column {position + 1} (no header)", value, error)
+            problems[row] = "; ".join(filter(None, (problems.get(row), text)))
+
+
+CELL_LIMIT = 32_767  # characters in a spreadsheet cell; a longer CSV cell is a quoting mistake
+
+
+def _hostile_cells(problems: dict[int, str], rows: range, names: list[str],
+                   columns: list[list[str]]) -> None:
+    """A NUL byte, or more characters than a spreadsheet cell holds, makes a row invalid
+    (one join and one max per column: next to nothing when, as usual, there are none)."""
+    from .schema import describe
+
+    for name, column in zip(names, columns):
+        if "\x00" not in "".join(column) and max(map(len, column), default=0) <= CELL_LIMIT:
+            continue
+        for i, value in enumerate(column):
+            if "\x00" in value:
+                text = describe(name, value.replace("\x00", "\\0"), "holds a NUL byte (\\0): remove it")
+            elif len(value) > CELL_LIMIT:
+                text = (f"{name} holds {len(value):,} characters, more than a spreadsheet cell"
+                        f" ({CELL_LIMIT:,}): check the quoting of this row")
+            else:
+                continue
+            row = rows[i]
             problems[row] = "; ".join(filter(None, (problems.get(row), text)))
 
 

@@ -10,6 +10,16 @@ are read by python-calamine, which holds the whole sheet in memory while its row
 converted to text and cut into chunks: numbers that are whole become digits without
 `.0` or an exponent (a phone number stored as a number reads 919845012345), dates
 become ISO text (2027-12-31, or 2027-12-31T10:30:00 when the cell has a time).
+
+Broken files get one clear line (InputError) before anything is sent, never a
+traceback: binary data, a workbook or PDF named .csv, text in another encoding, an
+unclosed quote, an encrypted or corrupt workbook, merged cells, formulas without a
+saved value. A CSV is scanned once when opened (Python's csv module, about 0.7 s per
+million rows): the scan counts the rows exactly (for the ETA) and finds the widest
+row; a row with more cells than the header keeps them in extra unnamed columns, so
+it becomes a per-row error naming the cell instead of losing it. A leading apostrophe
+that the reports put before = + - @ (csvsafe) is taken off again, so a report fed
+back as input carries the original values.
 """
 
 from __future__ import annotations
@@ -18,6 +28,9 @@ import codecs
 import csv
 import gzip
 import io
+import re
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -30,11 +43,17 @@ if TYPE_CHECKING:
 
     from .config import InputSettings
 
+from .csvsafe import restore, restore_column
 from .errors import InputError
 
 SNIFF_BYTES = 64 * 1024
 DELIMITERS = ",;\t|"
 EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
+HEADER_LIMIT = 1000  # characters in one header cell: a longer one is a quoting mistake
+CFB_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # OLE container: .xls, or an encrypted workbook
+ZIP_SIGNATURE = b"PK\x03\x04"
+# Bytes that text never holds (not tab, line feed, form feed or carriage return).
+_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
 
 
 @dataclass(frozen=True)
@@ -60,15 +79,36 @@ class CsvInput:
         _check_readable(self.path)
         self.encoding = encoding or "utf-8-sig"
         self._check_encoding()
+        self._check_text()
         sample = self._sample()
-        self.delimiter = delimiter or _sniff_delimiter(sample)
-        self.headers = self._read_header()
+        self.delimiter = _delimiter(delimiter) if delimiter else _sniff_delimiter(sample)
+        header, width, self.row_count = self._scan()
+        self.header_width = len(header)
+        # Rows wider than the header keep their extra cells in unnamed columns (see _scan).
+        self.headers = header + [""] * (width - len(header))
 
     def _check_encoding(self) -> None:
         try:
-            codecs.lookup(self.encoding)
+            info = codecs.lookup(self.encoding)
         except LookupError:
             raise InputError(f"unknown encoding '{self.encoding}' (try utf-8, latin-1, cp1252)") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise InputError(f"'{self.encoding}' is not a text encoding (try utf-8, latin-1, cp1252)")
+
+    def _check_text(self) -> None:
+        """Refuse, by its first bytes, a file that is not text: a workbook, a PDF, binary data."""
+        try:
+            with self._open_raw() as handle:
+                head = handle.read(SNIFF_BYTES)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{self.path}: cannot read ({_reason(exc)}); if it is not gzip-compressed,"
+                             " rename it without .gz") from None
+        wide = any(mark in self.encoding.lower().replace("-", "").replace("_", "") for mark in ("16", "32"))
+        if wide:
+            return  # UTF-16/32 text is full of NUL bytes
+        problem = _not_text(head, self.path)
+        if problem:
+            raise InputError(f"{self.path}: {problem}")
 
     def _open_text(self) -> IO[str]:
         return io.TextIOWrapper(self._open_raw(), encoding=self.encoding, newline="")
@@ -81,7 +121,7 @@ class CsvInput:
         except UnicodeDecodeError:
             raise self._bad_text() from None
         except (OSError, EOFError) as exc:
-            raise InputError(f"{self.path}: cannot read ({exc})") from None
+            raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
 
     def _bad_text(self) -> InputError:
         """Where the file stops being text in its encoding (read again: an error path only)."""
@@ -108,18 +148,52 @@ class CsvInput:
     def _open_raw(self) -> IO[bytes]:
         return gzip.open(self.path, "rb") if self.path.suffix.lower() == ".gz" else open(self.path, "rb")
 
-    def _read_header(self) -> list[str]:
-        with self._open_text() as handle:
+    def _scan(self) -> tuple[list[str], int, int]:
+        """Read every record once: the header, the widest row, the number of data rows.
+
+        Refuses a header that is empty, binary or runs over several lines, and a quote
+        that opens a cell and is never closed (the rest of the file would read as one
+        cell): both before anything is sent.
+        """
+        with _large_fields(), self._open_text() as handle:
+            records = csv.reader(handle, delimiter=self.delimiter)
             try:
-                header = next(csv.reader(handle, delimiter=self.delimiter), None)
-            except (csv.Error, UnicodeDecodeError) as exc:
-                raise InputError(f"{self.path}: row 1: cannot read the header ({exc})") from None
+                header = next(records, None)
+                self._check_header(header, records.line_num)
+                width = len(header)
+                rows, record, start, end = 0, None, 1, records.line_num
+                for record in records:
+                    rows += 1
+                    if len(record) > width:
+                        width = len(record)
+                    start, end = end + 1, records.line_num
+            except UnicodeDecodeError:
+                raise self._bad_text() from None
+            except csv.Error as exc:
+                raise InputError(f"{self.path}: line {records.line_num}: cannot read this CSV line"
+                                 f" ({exc}); check its quoting, or pass --delimiter") from None
+            except (OSError, EOFError) as exc:
+                raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
+        if record and record[-1].endswith(("\n", "\r")):
+            # Only a quoted cell holds a line break, and a closed one rarely ends the file with it.
+            raise InputError(f"{self.path}: line {start}: a quote (\") opens a cell that is never closed,"
+                             " so the rest of the file reads as one cell: close the quote, or write a"
+                             " quote inside a cell as two (\"\")")
+        return [restore(cell.strip()) for cell in header], width, rows
+
+    def _check_header(self, header: list[str] | None, lines: int) -> None:
         if not header or all(not cell.strip() for cell in header):
             raise InputError(f"{self.path}: the file is empty: expected a header row such as"
                              " identifierValue,firstName")
         if "\x00" in "".join(header):
             raise InputError(f"{self.path}: row 1 holds NUL bytes: this is not a text CSV file")
-        return [cell.strip() for cell in header]
+        for position, cell in enumerate(header, 1):
+            if len(cell) > HEADER_LIMIT:
+                raise InputError(f"{self.path}: row 1, column {position}: a header of {len(cell):,}"
+                                 " characters is not a column name: check the quoting of row 1")
+        if lines > 1:
+            raise InputError(f"{self.path}: row 1 runs over lines 1-{lines} (a quoted header with a"
+                             " line break, or an unclosed quote): put the header on the first line")
 
     def chunks(self) -> Iterator[Chunk]:
         import pandas as pd
@@ -134,12 +208,72 @@ class CsvInput:
             )
             first_row = 2
             for frame in reader:
-                yield Chunk(first_row, frame)
+                yield Chunk(first_row, _restored(frame))
                 first_row += len(frame)
         except pd.errors.ParserError as exc:
             raise InputError(f"{self.path}: {_parser_message(exc)}") from None
         except UnicodeDecodeError:
             raise self._bad_text() from None
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
+
+
+def _restored(frame: "pandas.DataFrame") -> "pandas.DataFrame":
+    """Take off the apostrophe the reports put before = + - @ (see csvsafe)."""
+    for column in frame.columns:
+        cells = frame[column].tolist()
+        restored = restore_column(cells)
+        if restored is not cells:
+            frame[column] = restored
+    return frame
+
+
+@contextmanager
+def _large_fields() -> Iterator[None]:
+    """Python's csv module refuses cells over 128 KiB; pandas reads any: so must the scan."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize if sys.maxsize < 2 ** 63 else 2 ** 63 - 1)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _delimiter(text: str) -> str:
+    """--delimiter: one character; `\\t`, `tab` and a real tab all mean tab."""
+    named = {"\\t": "\t", "tab": "\t", "\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+    value = named.get(text.strip().lower(), text) if text.strip() else text
+    if len(value) != 1 or value in ('"', "\n", "\r"):
+        raise InputError(f"--delimiter {text!r}: expected one character, e.g. ',' ';' '|' or '\\t' (tab)")
+    return value
+
+
+def _not_text(head: bytes, path: Path) -> str | None:
+    """Why the first bytes of a file are not CSV text, or None when they may be."""
+    suffix = path.suffix.lower()
+    if head.startswith(ZIP_SIGNATURE):
+        return ("this is a zip archive (an .xlsx workbook?), not CSV text: give a workbook its"
+                " .xlsx suffix, or export the sheet as CSV")
+    if head.startswith(CFB_SIGNATURE):
+        return ("this is an Office document (an .xls workbook, or a password-protected one), not CSV"
+                " text: save it as .xlsx without a password, or export the sheet as CSV")
+    if head.startswith(b"\x1f\x8b") and suffix != ".gz":
+        return "this file is gzip-compressed: give it a .gz suffix (e.g. customers.csv.gz)"
+    if head.startswith(b"%PDF"):
+        return "this is a PDF document, not CSV text: export the data as CSV"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "this is UTF-16 text: pass --encoding utf-16"
+    if len(head) >= 4 and head[1::2].count(0) > len(head) // 4:
+        return "this looks like UTF-16 text without a byte-order mark: pass --encoding utf-16-le"
+    control = len(head) - len(head.translate(None, _CONTROL))
+    if control > max(8, len(head) // 100):
+        return ("this is binary data, not CSV text (control bytes such as NUL in its first"
+                f" {len(head):,} bytes): check that it is the exported CSV file")
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or _first_line(exc)
 
 
 def _sniff_delimiter(sample: str) -> str:
@@ -154,9 +288,17 @@ def _sniff_delimiter(sample: str) -> str:
 
 
 def _parser_message(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[-1]
+    text = (str(exc).strip().splitlines() or [exc.__class__.__name__])[-1]
     # pandas says "Expected 3 fields in line 7, saw 4": line counts from 1 like our rows.
-    return f"{text} (check the delimiter and quoting, or pass --delimiter)"
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        expected, line, saw = fields.groups()
+        return (f"line {line}: {saw} cells where {expected} were expected: check the delimiter and"
+                " the quoting on that line, or pass --delimiter")
+    if "EOF inside string" in text:
+        return ("a quote (\") opens a cell that is never closed, so the rest of the file reads as one"
+                " cell: close the quote, or write a quote inside a cell as two (\"\")")
+    return f"{text.removeprefix('Error tokenizing data. ')} (check the delimiter and quoting, or pass --delimiter)"
 
 
 class ExcelInput:
@@ -173,17 +315,64 @@ class ExcelInput:
         if header is None or all(cell == "" for cell in header):
             raise InputError(f"{self.path}: sheet '{self.sheet_name}': row 1 is empty: the header"
                              " (e.g. identifierValue, firstName) must be the sheet's first row")
-        self.headers = [cell.strip() for cell in header]
+        self.headers = [restore(cell.strip()) for cell in header]
+        self._check_merged(sheet)
+        self._check_formulas()
 
     def _workbook(self):
         from python_calamine import CalamineWorkbook
 
         try:
             return CalamineWorkbook.from_path(str(self.path))
-        except Exception as exc:  # calamine raises several unrelated types for bad files
-            raise InputError(f"{self.path}: cannot read this file as a {self.path.suffix} workbook"
-                             f" ({_first_line(exc)}); save it again from the spreadsheet program,"
-                             " or export it as CSV") from None
+        except BaseException as exc:  # calamine raises several unrelated types, even Rust panics
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise InputError(self._unreadable(exc)) from None
+
+    def _unreadable(self, exc: BaseException) -> str:
+        """Why calamine cannot open the file, said in the user's terms where the bytes tell."""
+        try:
+            with open(self.path, "rb") as handle:
+                head = handle.read(SNIFF_BYTES)
+        except OSError:
+            head = b""
+        suffix = self.path.suffix.lower()
+        if not head:
+            return f"{self.path}: the file is empty: expected a {suffix} workbook"
+        if head.startswith(CFB_SIGNATURE) and suffix != ".xls":
+            return (f"{self.path}: the workbook is password-protected (encrypted): remove the password"
+                    " in the spreadsheet program (File > Info > Protect Workbook) and save it again,"
+                    " or export the sheet as CSV")
+        if not head.startswith((ZIP_SIGNATURE, CFB_SIGNATURE)) and _not_text(head, self.path) is None:
+            return (f"{self.path}: this is text (a CSV file?), not a {suffix} workbook: give it the"
+                    " .csv suffix")
+        return (f"{self.path}: cannot read this file as a {self.path.suffix} workbook"
+                f" ({_first_line(exc)}); save it again from the spreadsheet program, or export it"
+                " as CSV")
+
+    def _check_merged(self, sheet) -> None:
+        """A merged cell keeps its value in its first cell only: the others read empty,
+        which would mean "leave alone" for rows the user sees a value in."""
+        try:
+            merged = list(sheet.merged_cell_ranges or ())
+        except Exception:  # not every format (or calamine version) knows them
+            return
+        if merged:
+            shown = ", ".join(f"{_cell_name(*start)}:{_cell_name(*end)}" for start, end in merged[:3])
+            more = f" and {len(merged) - 3} more" if len(merged) > 3 else ""
+            raise InputError(f"{self.path}: sheet '{self.sheet_name}': merged cells ({shown}{more}):"
+                             " a merged cell holds its value in its first cell only; unmerge them,"
+                             " fill in every cell and save")
+
+    def _check_formulas(self) -> None:
+        """calamine reads a formula's saved value; a file written by a program, never saved
+        by a spreadsheet, has none, and an error (#DIV/0!) reads empty: refuse both."""
+        if self.path.suffix.lower() not in (".xlsx", ".xlsm"):
+            return
+        ignored = {i for i, header in enumerate(self.headers) if header.startswith("_")}
+        problem = _formula_problem(self.path, self.sheet_name, ignored)
+        if problem:
+            raise InputError(f"{self.path}: sheet '{self.sheet_name}': {problem}")
 
     def _choose_sheet(self, sheet: str | None) -> str:
         names = self._workbook().sheet_names
@@ -208,7 +397,8 @@ class ExcelInput:
             return self._workbook().get_sheet_by_name(self.sheet_name)
         except Exception as exc:
             raise InputError(f"{self.path}: sheet '{self.sheet_name}': cannot read it"
-                             f" ({_first_line(exc)})") from None
+                             f" ({_first_line(exc)}); save it again from the spreadsheet program,"
+                             " or export it as CSV") from None
 
     def _rows(self, sheet) -> Iterator[list[str]]:
         """Every row of the sheet from row 1, as text cells padded to the sheet's width."""
@@ -240,8 +430,109 @@ class ExcelInput:
             if not block:
                 return
             frame = pd.DataFrame(block, columns=range(width), dtype=object)
-            yield Chunk(first_row, frame)
+            yield Chunk(first_row, _restored(frame))
             first_row += len(block)
+
+
+def _cell_name(row: int, column: int) -> str:
+    """(0, 0) -> A1."""
+    letters = ""
+    column += 1
+    while column:
+        column, rest = divmod(column - 1, 26)
+        letters = chr(65 + rest) + letters
+    return f"{letters}{row + 1}"
+
+
+def _column_index(letters: str) -> int:
+    """A -> 0, AA -> 26."""
+    index = 0
+    for letter in letters:
+        index = index * 26 + ord(letter) - 64
+    return index - 1
+
+
+_FORMULA = re.compile(rb"<f[\s/>]")
+_CELL = re.compile(rb"<c\b([^>]*?)(?:/>|>(.*?)</c>)", re.S)
+_REF = re.compile(rb'\br="([A-Z]+)(\d+)"')
+_VALUE = re.compile(rb"<v>([^<]*)</v>")
+_FORMULA_TEXT = re.compile(rb"<f[^>]*>([^<]*)</f>")
+
+
+def _formula_problem(path: Path, sheet_name: str, ignored: set[int]) -> str | None:
+    """The first formula without a saved value, or error value, in a sheet of an .xlsx
+    (its XML streamed, and only looked at closely where it holds a formula or an error)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            part = _sheet_part(archive, sheet_name)
+            if part is None:
+                return None
+            with archive.open(part) as stream:
+                return _first_bad_cell(stream, ignored)
+    except Exception:  # an unusual layout: calamine, which read the sheet, has the last word
+        return None
+
+
+def _sheet_part(archive, sheet_name: str) -> str | None:
+    import posixpath
+    import xml.etree.ElementTree as ET
+
+    main = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+    rel = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+    book = ET.fromstring(archive.read("xl/workbook.xml"))
+    wanted = next((s.get(rel) for s in book.iter(f"{main}sheet") if s.get("name") == sheet_name), None)
+    rels = ET.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    for relation in rels:
+        if relation.get("Id") == wanted:
+            target = relation.get("Target", "")
+            return target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
+    return None
+
+
+def _first_bad_cell(stream, ignored: set[int]) -> str | None:
+    import html
+
+    tail = b""
+    found: list[str] = []
+    count = 0
+    for block in iter(lambda: stream.read(1 << 22), b""):
+        data = tail + block
+        cut = data.rfind(b"</c>") + 4
+        if cut < 4:
+            tail = data
+            continue
+        part, tail = data[:cut], data[cut:]
+        if not (_FORMULA.search(part) or b't="e"' in part):
+            continue
+        for match in _CELL.finditer(part):
+            attributes, inner = match.group(1), match.group(2) or b""
+            is_error = b't="e"' in attributes
+            if not is_error and not _FORMULA.search(inner):
+                continue
+            value = _VALUE.search(inner)
+            if not is_error and value and value.group(1):
+                continue  # a formula with its saved value: calamine reads the value
+            ref = _REF.search(attributes)
+            if ref and (int(ref.group(2)) == 1 or _column_index(ref.group(1).decode()) in ignored):
+                continue
+            count += 1
+            if found:
+                continue
+            where = f"cell {ref.group(1).decode()}{ref.group(2).decode()}" if ref else "a cell"
+            if is_error:
+                error = html.unescape(value.group(1).decode("utf-8", "replace")) if value else "#ERROR"
+                found.append(f"{where} holds the spreadsheet error {error}")
+            else:
+                formula = _FORMULA_TEXT.search(inner)
+                text = html.unescape(formula.group(1).decode("utf-8", "replace"))[:60] if formula else ""
+                found.append(f"{where} holds a formula{f' (={text})' if text else ''} without a saved value")
+    if not found:
+        return None
+    more = f" ({count - 1} more {'cell' if count == 2 else 'cells'} like it)" if count > 1 else ""
+    return (f"{found[0]}{more}: open the workbook in the spreadsheet program, fix any errors and"
+            " save it (saving stores each formula's value), or replace the formulas by their values")
 
 
 def excel_text(cell) -> str:

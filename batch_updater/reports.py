@@ -3,18 +3,28 @@
 The input file is read again chunk by chunk and joined with the journal by row
 number, so the reports are in file order, cover every row exactly once by
 construction (a row without an outcome is `not_sent`), and memory stays flat.
+
+Every cell is neutralised against formula injection (csvsafe), headers too; the reader
+undoes it, so errors.csv fed back carries the original values. Report files are
+created 0600. With `[output] mask_identifiers`, success.csv and skipped.csv mask the
+identifier cells (`_identifier`, identifierValue, identifiers.*, commChannels.*.value)
+and identifiers inside `_reason`/`_warnings`; errors.csv is left whole, because it is
+the file a user fixes and feeds back in. A write that fails (a full disk) removes the
+partial report files: the journal holds every outcome, so a rerun writes them.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Collection, Iterable, Mapping
 
-from .columns import REPORT_COLUMN_PREFIX
+from .columns import REPORT_COLUMN_PREFIX, canonical_name
 from .csvsafe import neutralise
+from .masking import mask_identifier, mask_text
 from .journal import Journal, iter_outcomes
 from .outcomes import RowOutcome, Stage, Status
 from .reader import Chunk
@@ -64,36 +74,82 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def write_reports(paths: ReportPaths, headers: list[str], chunks: Iterable[Chunk],
-                  journal: Journal, not_sent_message: str) -> ReportCounts:
+                  journal: Journal, not_sent_message: str, *, mask: Collection[int] = ()) -> ReportCounts:
+    """Write the three CSV reports; `mask`: input column positions whose cells are masked
+    in success.csv and skipped.csv (see identifier_columns)."""
     keep = [i for i, h in enumerate(headers) if not h.startswith(REPORT_COLUMN_PREFIX)]
-    input_headers = [headers[i] for i in keep]
+    input_headers = [neutralise(headers[i]) for i in keep]
+    wanted = set(mask)
+    masked = [n for n, i in enumerate(keep) if i in wanted]
     counts = ReportCounts()
-    with open_private(paths.success) as s, open_private(paths.errors) as e, \
-            open_private(paths.skipped) as k:
-        success, errors, skipped = csv.writer(s), csv.writer(e), csv.writer(k)
-        success.writerow(SUCCESS_COLUMNS + input_headers)
-        errors.writerow(input_headers + ERROR_COLUMNS)
-        skipped.writerow(SKIPPED_COLUMNS + input_headers)
-        for chunk in chunks:
-            values = chunk.frame.to_numpy(dtype=object)
-            for (row, outcome), cells in zip(iter_outcomes(journal, chunk.rows), values):
-                cells = [cells[i] for i in keep]
-                outcome = outcome or RowOutcome(row, Status.ERROR, Stage.NOT_SENT, "", not_sent_message)
-                _write_row(outcome, cells, success, errors, skipped)
-                _count(counts, outcome)
+    try:
+        with open_private(paths.success) as s, open_private(paths.errors) as e, \
+                open_private(paths.skipped) as k:
+            success, errors, skipped = csv.writer(s), csv.writer(e), csv.writer(k)
+            success.writerow(SUCCESS_COLUMNS + input_headers)
+            errors.writerow(input_headers + ERROR_COLUMNS)
+            skipped.writerow(SKIPPED_COLUMNS + input_headers)
+            for chunk in chunks:
+                values = chunk.frame.to_numpy(dtype=object)
+                for (row, outcome), cells in zip(iter_outcomes(journal, chunk.rows), values):
+                    cells = [cells[i] for i in keep]
+                    outcome = outcome or RowOutcome(row, Status.ERROR, Stage.NOT_SENT, "", not_sent_message)
+                    _write_row(outcome, cells, success, errors, skipped, masked)
+                    _count(counts, outcome)
+    except OSError:
+        for path in (paths.success, paths.errors, paths.skipped):
+            try:
+                path.unlink(missing_ok=True)  # half a report is worse than none; frees space too
+            except OSError:
+                pass
+        raise
     return counts
 
 
-def _write_row(o: RowOutcome, cells: list, success, errors, skipped) -> None:
+def identifier_columns(headers: list[str], renames: Mapping[str, str]) -> list[int]:
+    """Positions of the columns that hold identifiers: identifierValue, identifiers.*,
+    commChannels.*.value (by their canonical names, after the config's [columns] renames)."""
+    positions = []
+    for position, header in enumerate(headers):
+        key = str(header).strip()
+        if not key or key.startswith(REPORT_COLUMN_PREFIX):
+            continue
+        name = canonical_name(renames.get(key.lower(), key)) or ""
+        if name == "identifierValue" or name.startswith("identifiers.") or (
+                name.startswith("commChannels.") and name.endswith(".value")):
+            positions.append(position)
+    return positions
+
+
+def write_failure_message(folder: Path, exc: OSError) -> str:
+    """One line for a report that could not be written, saying what to do next."""
+    rerun = ("run the same command again: the job's journal keeps every row's outcome, so"
+             " nothing is sent twice and the reports are written then")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write the reports in {folder}: no space left on device; free some space, then {rerun}"
+    reason = exc.strerror or exc.__class__.__name__
+    return f"cannot write the reports in {folder} ({reason}); fix that, then {rerun}"
+
+
+def _write_row(o: RowOutcome, cells: list, success, errors, skipped, masked: list[int]) -> None:
+    if o.status is Status.ERROR:
+        errors.writerow([neutralise(cell) for cell in cells] +
+                        [o.row, o.stage.value if o.stage else "", neutralise(o.code), neutralise(o.message),
+                         o.http_status or "", o.attempts])
+        return
+    identifier, message, warnings = o.identifier, o.message, o.warnings
+    if masked:
+        cells = list(cells)
+        for n in masked:
+            if isinstance(cells[n], str):
+                cells[n] = mask_identifier(cells[n])
+        identifier, message, warnings = mask_identifier(identifier), mask_text(message), mask_text(warnings)
     cells = [neutralise(cell) for cell in cells]
     if o.status is Status.SUCCESS:
-        success.writerow([o.row, neutralise(o.identifier), o.customer_id, o.http_status, o.attempts,
-                          neutralise(o.warnings)] + cells)
-    elif o.status is Status.SKIPPED:
-        skipped.writerow([o.row, o.message] + cells)
+        success.writerow([o.row, neutralise(identifier), neutralise(o.customer_id), o.http_status,
+                          o.attempts, neutralise(warnings)] + cells)
     else:
-        errors.writerow(cells + [o.row, o.stage.value if o.stage else "", o.code, neutralise(o.message),
-                                 o.http_status or "", o.attempts])
+        skipped.writerow([o.row, neutralise(message)] + cells)
 
 
 def _count(counts: ReportCounts, o: RowOutcome) -> None:

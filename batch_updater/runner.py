@@ -20,7 +20,7 @@ import orjson
 
 from .columns import ColumnPlan, resolve_headers
 from .config import Config
-from .errors import InputError
+from .errors import InputError, RunAborted
 from .jobs import Job, job_folder, job_identity, open_job
 from .changes import ChangeFilter, SyncState
 from .journal import FINAL, FLUSH_SECONDS, IN_FLIGHT, Journal
@@ -32,7 +32,8 @@ from .progress import LOG_INTERVAL, Progress, estimate_rows
 from .shards import Shard, ShardedInput
 from .prepare import Prepared, Screen, prepare_chunks, screen_input
 from .reader import CsvInput, open_input
-from .reports import ReportCounts, ReportPaths, open_private, write_private, write_reports
+from .reports import (ReportCounts, ReportPaths, identifier_columns, open_private, write_failure_message,
+                      write_private, write_reports)
 
 
 @dataclass
@@ -103,8 +104,8 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
         watch = ProgressWatch(progress, on_progress, progress_every)
         with SyncState(config.state_path) as state:
             changes = ChangeFilter(state, only_changed=config.state.only_changed)
-            stats = asyncio.run(_send(prepare_chunks(source, plan, config, screen), job.journal,
-                                      config, max_runtime_seconds, watch, changes))
+            stats = asyncio.run(_send(prepare_chunks(source, plan, config, screen, changes),
+                                      job.journal, config, max_runtime_seconds, watch, changes))
         stats["resumed"] = job.resuming
         stats["shard"] = str(shard) if shard else None
         summary = _finish(config, source, job.id, job.journal, folder, stats, started)
@@ -117,7 +118,6 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
 
 
 JOB_STATUS = {0: "finished", 1: "finished", 3: "aborted", 4: "stopped"}
-UNCHANGED = "unchanged: the API acknowledged the same values before"
 
 
 def _dry_run(config: Config, source: CsvInput, plan: ColumnPlan, started: datetime,
@@ -141,9 +141,13 @@ def _finish(config: Config, source: CsvInput, job_id: str, journal: Journal, fol
     journal.flush()
     paths = ReportPaths.in_folder(folder)
     not_sent = stats.get("reason") or ("dry run: not sent" if dry_run else "not sent")
-    counts = write_reports(paths, source.headers, source.chunks(), journal, not_sent)
-    summary = _summary(config, source, job_id, paths, counts, stats, started, dry_run)
-    write_private(paths.summary, summary.to_json())
+    mask = identifier_columns(source.headers, config.columns) if config.output.mask_identifiers else ()
+    try:
+        counts = write_reports(paths, source.headers, source.chunks(), journal, not_sent, mask=mask)
+        summary = _summary(config, source, job_id, paths, counts, stats, started, dry_run)
+        write_private(paths.summary, summary.to_json())
+    except OSError as exc:  # a full disk: the journal is intact, a rerun writes the reports
+        raise RunAborted(write_failure_message(folder, exc)) from None
     return summary
 
 
@@ -223,8 +227,7 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
         while not pool.halted and (prepared := await _next_in_thread(chunks)) is not None:
             for outcome in prepared.outcomes:
                 settle(outcome)
-            for payload in _unfinished(_changed(prepared, changes, settle), journal, in_doubt_rows,
-                                       watch.progress):
+            for payload in _unfinished(prepared.payloads, journal, in_doubt_rows, watch.progress):
                 if pool.halted:
                     break
                 await pool.submit(payload)
@@ -244,22 +247,6 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
             "in_doubt_attempts": stats.in_doubt,
             "http_statuses": {str(k): v for k, v in sorted(stats.status_counts.items())},
             "sending_seconds": elapsed}
-
-
-def _changed(prepared: Prepared, changes: ChangeFilter | None,
-             settle: Callable[[RowOutcome], None]) -> list[Payload]:
-    """The payloads to send; unchanged ones are settled as skipped, without a request."""
-    payloads = prepared.payloads
-    if changes is None or not payloads:
-        return payloads
-    send = changes.select([p.row for p in payloads], prepared.keys, prepared.digests)
-    if all(send):
-        return payloads
-    for payload, sending in zip(payloads, send):
-        if not sending:
-            settle(RowOutcome(payload.row, Status.SKIPPED, message=UNCHANGED,
-                              identifier=payload.lookup.identifier_value))
-    return [payload for payload, sending in zip(payloads, send) if sending]
 
 
 def _unfinished(payloads: list[Payload], journal: Journal, in_doubt_rows: set[int],
