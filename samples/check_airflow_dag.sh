@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Checks that samples/airflow_dag.py parses in a real Airflow (a separate, throwaway virtual
+# environment: Airflow is large and not a dependency of batch-updater). Takes a few minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${AIRFLOW_CHECK_VENV:-/tmp/batch-updater-airflow-venv}"
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q apache-airflow -e .
+export AIRFLOW_HOME="$(mktemp -d)"
+"$venv/bin/python" - <<'PY'
+from airflow.models import DagBag
+
+bag = DagBag(dag_folder="samples/airflow_dag.py", include_examples=False)
+assert not bag.import_errors, bag.import_errors
+dag = bag.get_dag("capillary_customer_sync")
+print("parsed:", dag.dag_id, "tasks:", sorted(dag.task_ids))
+PY
