@@ -164,8 +164,8 @@ def run(file: str, dry_run: bool, resume: bool, max_runtime: str | None, only_ch
         seconds = parse_duration(max_runtime) if max_runtime else None
         parsed = Shard.parse(shard) if shard else None
         config = _load({**options, "only_changed": only_changed}, shard=parsed)
-        _setup_logging(config, log_level, log_format, log_file)
         display = _progress_display(quiet or as_json)
+        _setup_logging(config, log_level, log_format, log_file, before_emit=display.clear)
         try:
             return _run_file(config, file, dry_run=dry_run, restart=not resume,
                              max_runtime_seconds=seconds, shard=parsed,
@@ -186,10 +186,10 @@ def _progress_display(quiet: bool):
     return ProgressDisplay(stream=sys.stderr, quiet=quiet, terminal=terminal, log=log.info)
 
 
-def _setup_logging(config, level: str, fmt: str, file: str | None) -> None:
+def _setup_logging(config, level: str, fmt: str, file: str | None, before_emit=None) -> None:
     from .logs import setup_logging
 
-    setup_logging(level, fmt, file, secret=config.api.password.reveal())
+    setup_logging(level, fmt, file, secret=config.api.password.reveal(), before_emit=before_emit)
 
 
 def _run_file(config, file: str, **run_options):

@@ -287,6 +287,10 @@ class ApiClient:
         With OAuth, a 401 renews the token once and sends the row again (paced too):
         the returned Attempt then says `renewed` and carries the second answer.
         """
+        if self.token is None:  # Basic: no token to fetch or renew
+            if pace is not None:
+                await pace()
+            return await self._put(payload, self._basic)
         try:
             await self._auth_headers()  # fetch or renew the token before taking a slot...
             if pace is not None:

@@ -143,7 +143,7 @@ def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart
 
 def _set_aside(journal_path: Path) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".inflight"):  # the in-flight log belongs to it too
         old = Path(str(journal_path) + suffix)
         if old.exists():
             old.rename(journal_path.with_name(f"journal-before-restart-{stamp}.sqlite{suffix}"))

@@ -54,12 +54,17 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 def setup_logging(level: str = "info", fmt: str = "text", file: str | None = None,
-                  secret: str = "") -> ContextFilter:
-    """Configure the package logger (stderr, or --log-file); return its context filter."""
+                  secret: str = "", before_emit=None) -> ContextFilter:
+    """Configure the package logger (stderr, or --log-file); return its context filter.
+
+    `before_emit` runs before each record reaches stderr (the progress line clears itself).
+    """
     context = ContextFilter(secret)
     handler: logging.Handler = logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(context)
+    if before_emit and not file:
+        handler.addFilter(lambda record: before_emit() or True)
     log.handlers[:] = [handler]
     log.setLevel(level.upper())
     log.propagate = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 _EMAIL = re.compile(r"([\w.%+-])[\w.%+-]*(@[\w-]+(?:\.[\w-]+)+)")
-_DIGITS = re.compile(r"\d{8,15}")
+_DIGITS = re.compile(r"(?<![\w-])\d{8,15}(?![\w-])")  # a number on its own, not part of an id or date
 
 
 def mask_identifier(value: str) -> str:

@@ -59,7 +59,8 @@ class WorkerPool:
         self._was_in_doubt = was_in_doubt  # in flight when an earlier run stopped
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self._queue: asyncio.Queue[Payload | None] = asyncio.Queue(maxsize=limits.concurrency * 4)
+        # (payload, its customer key) per customer taken; None tells a worker to stop
+        self._queue: asyncio.Queue[tuple[Payload, str] | None] = asyncio.Queue(maxsize=limits.concurrency * 4)
         self._waiting: dict[str, deque[Payload]] = {}  # customers in a worker's hands
         self._workers: list[asyncio.Task] = []
         self._auth_failures = 0
@@ -80,11 +81,15 @@ class WorkerPool:
 
     async def submit(self, payload: Payload) -> None:
         key = payload.lookup.customer_key
-        if key in self._waiting:
-            self._waiting[key].append(payload)  # the worker holding this customer sends it next
+        held = self._waiting.get(key)
+        if held is not None:
+            held.append(payload)  # the worker holding this customer sends it next
             return
         self._waiting[key] = deque()
-        await self._unless_halted(self._queue.put(payload))  # workers may be gone once halted
+        if not self.halted and not self._queue.full():
+            self._queue.put_nowait((payload, key))  # the common case: nothing to wait for
+            return
+        await self._unless_halted(self._queue.put((payload, key)))  # workers may be gone once halted
 
     async def finish(self) -> None:
         """Wait for every submitted row, then stop the workers (or for their cancellation)."""
@@ -140,8 +145,8 @@ class WorkerPool:
             task.cancel()
 
     async def _work(self) -> None:
-        while (payload := await self._queue.get()) is not None:
-            key = payload.lookup.customer_key
+        while (taken := await self._queue.get()) is not None:
+            payload, key = taken
             while payload is not None:
                 outcome = None if self.halted else await self._send(payload)
                 if outcome is not None:
@@ -185,6 +190,10 @@ class WorkerPool:
 
     async def _pace(self) -> None:
         """Wait for a slot from the shared limiter, right before a request goes out."""
+        if self.halted:
+            raise _Halted
+        if self._limiter.try_acquire():  # a slot is free now and nobody queues for one
+            return
         if not await self._unless_halted(self._limiter.acquire()) or self.halted:
             raise _Halted
 

@@ -118,7 +118,11 @@ class ProgressDisplay:
         elif self.log:
             self.log("progress: " + progress.line())
 
-    def close(self) -> None:
+    def clear(self) -> None:
+        """Wipe the drawn line (before a log line is printed, and at the end)."""
         if self._drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+            self._drawn = False
+
+    close = clear

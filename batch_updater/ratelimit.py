@@ -67,6 +67,7 @@ class RateLimiter:
         self._paused_until = -math.inf
         self._decreased_at = -math.inf
         self._lock = asyncio.Lock()  # FIFO: waiters start in the order they arrived
+        self._acquiring = 0  # callers inside acquire(), waiting for the lock or a start
 
     @property
     def limit(self) -> int:
@@ -97,18 +98,40 @@ class RateLimiter:
     async def acquire(self) -> None:
         """Wait until this caller may start a request, and record the start."""
         arrived = self._clock()
-        async with self._lock:
-            while True:
-                now = self._clock()
-                scheduled = max(self._earliest_start(), arrived)
-                if now >= scheduled:
-                    break
-                # Re-check after waking: a pause or a throttle may have moved the time.
-                await self._sleep(scheduled - now)
-            # Space from when this start was scheduled, not from when the sleep ended,
-            # so waking late does not drift the rate down (the guard uses real times).
-            self._due = max(self._due, scheduled) + self.interval
-            self._starts.append(now)
+        self._acquiring += 1
+        try:
+            async with self._lock:
+                while True:
+                    now = self._clock()
+                    scheduled = max(self._earliest_start(), arrived)
+                    if now >= scheduled:
+                        break
+                    # Re-check after waking: a pause or a throttle may have moved the time.
+                    await self._sleep(scheduled - now)
+                self._start(scheduled, now)
+        finally:
+            self._acquiring -= 1
+
+    def try_acquire(self) -> bool:
+        """Record a start and return True when ``acquire()`` would not wait at all: nobody
+        is waiting in it and a start is due now. Otherwise change nothing and return False.
+
+        The no-wait path of the unlimited (or unsaturated) case, without a coroutine.
+        """
+        if self._acquiring:  # callers wait in acquire(): they go first (FIFO)
+            return False
+        now = self._clock()
+        scheduled = max(self._earliest_start(), now)
+        if now < scheduled:
+            return False
+        self._start(scheduled, now)
+        return True
+
+    def _start(self, scheduled: float, now: float) -> None:
+        # Space from when this start was scheduled, not from when the sleep ended,
+        # so waking late does not drift the rate down (the guard uses real times).
+        self._due = max(self._due, scheduled) + self._window / self._rate
+        self._starts.append(now)
 
     async def __aenter__(self) -> None:
         await self.acquire()

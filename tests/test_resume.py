@@ -164,8 +164,9 @@ def test_rerunning_a_finished_job_sends_nothing_and_repeats_its_summary(tmp_path
     assert len(customer_puts(server)) == 2
     replay = json.loads(again.stdout)
     assert replay["replayed"] and replay["reports"] == json.loads(first.stdout)["reports"]
-    restarted = runner.invoke(main, ["run", str(source), "--config", str(config), "--restart"])
+    restarted = runner.invoke(main, ["run", str(source), "--config", str(config), "--restart", "--json"])
     assert restarted.exit_code == 1 and len(customer_puts(server)) == 4
+    assert json.loads(restarted.stdout)["in_doubt"] == 0  # nothing of the old job carries over
 
 
 def test_a_changed_file_is_refused_while_its_earlier_job_is_unfinished(tmp_path, sandbox_server):
