@@ -75,8 +75,11 @@ def __getattr__(name: str):
 def _operator_class():
     try:
         from airflow.exceptions import AirflowException
-        from airflow.hooks.base import BaseHook
-        from airflow.models import BaseOperator
+        try:  # Airflow 3's task SDK
+            from airflow.sdk import BaseHook, BaseOperator
+        except ImportError:  # Airflow 2
+            from airflow.hooks.base import BaseHook
+            from airflow.models import BaseOperator
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("BatchUpdaterOperator needs Apache Airflow: pip install apache-airflow") from exc
 

@@ -95,6 +95,8 @@ def _make_private_dirs(folder: Path) -> None:
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.stat().st_mode & 0o077:
+            folder.chmod(0o700)  # made by an older version, or by hand: it holds personal data
     except OSError as exc:
         raise InputError(f"cannot create the output folder {folder} ({exc.strerror});"
                          " choose another with --output-dir") from None

@@ -261,6 +261,9 @@ def _not_text(head: bytes, path: Path) -> str | None:
         return "this file is gzip-compressed: give it a .gz suffix (e.g. customers.csv.gz)"
     if head.startswith(b"%PDF"):
         return "this is a PDF document, not CSV text: export the data as CSV"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:15].lower().startswith((b"<!doctype html", b"<html")):
+        return ("this is a web page (HTML), not CSV text: a sign-in or error page saved instead of"
+                " the export? Download the file again")
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "this is UTF-16 text: pass --encoding utf-16"
     if len(head) >= 4 and head[1::2].count(0) > len(head) // 4:
@@ -579,7 +582,8 @@ def _check_readable(path: Path) -> None:
         with open(path, "rb"):
             pass
     except OSError as exc:
-        raise InputError(f"{path}: cannot open ({exc.strerror})") from None
+        raise InputError(f"{path}: cannot open ({exc.strerror or exc.__class__.__name__}): check the"
+                         " file's permissions (ls -l), or run as a user who can read it") from None
 
 
 def _first_line(exc: Exception) -> str:

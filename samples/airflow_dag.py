@@ -8,7 +8,11 @@ reports into one set. A retried task resumes its shard where it stopped.
 from __future__ import annotations
 
 import pendulum
-from airflow.decorators import dag, task
+
+try:  # Airflow 3
+    from airflow.sdk import dag, task
+except ImportError:  # Airflow 2
+    from airflow.decorators import dag, task
 
 from batch_updater.airflow import BatchUpdaterOperator
 

@@ -5,13 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${AIRFLOW_CHECK_VENV:-/tmp/batch-updater-airflow-venv}"
 python3 -m venv "$venv"
-"$venv/bin/pip" install -q apache-airflow -e .
+[ -x "$venv/bin/airflow" ] || "$venv/bin/pip" install -q apache-airflow
+"$venv/bin/pip" install -q -e .
 export AIRFLOW_HOME="$(mktemp -d)"
 "$venv/bin/python" - <<'PY'
-from airflow.models import DagBag
+try:  # Airflow 3
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 2
+    from airflow.models import DagBag
 
-bag = DagBag(dag_folder="samples/airflow_dag.py", include_examples=False)
+bag = DagBag(dag_folder="samples/airflow_dag.py")
 assert not bag.import_errors, bag.import_errors
-dag = bag.get_dag("capillary_customer_sync")
+dag = bag.dags["capillary_customer_sync"]
 print("parsed:", dag.dag_id, "tasks:", sorted(dag.task_ids))
 PY

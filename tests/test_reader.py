@@ -188,9 +188,8 @@ def test_bad_text_past_the_first_64_kb_names_its_line(tmp_path):
     path = tmp_path / "long.csv"
     lines = ["identifierValue,firstName"] + [f"9198{i:08d},Name{i}" for i in range(5000)]
     path.write_bytes(("\n".join(lines) + "\n919800009999,José\n").encode("latin-1"))
-    reader = open_input(path, settings(chunk_rows=1000))
-    with pytest.raises(InputError) as error:
-        rows(reader)
+    with pytest.raises(InputError) as error:  # found when the file is opened: before anything is sent
+        open_input(path, settings(chunk_rows=1000))
     assert str(error.value) == (f"{path}: line 5002: not valid UTF-8 text (byte 0xe9); pass --encoding,"
                                 " e.g. --encoding latin-1 or --encoding cp1252")
 
