@@ -205,8 +205,10 @@ def load_config(path: str | os.PathLike | None = None, *,
     problems: list[str] = []
     warnings: list[str] = []
     raw = _read_toml(Path(path), problems, warnings) if path else {}
+    if raw is None:  # unreadable or not TOML: the settings it holds are unknown, say only that
+        raise ConfigError(problems)
     values = {key: s.default for key, s in SETTINGS.items()}
-    origin = {key: "default" for key in SETTINGS}
+    origin = {key: f"[{key[0]}] {key[1]}" for key in SETTINGS}
 
     for section, table in raw.items():
         if section in TABLES:
@@ -247,18 +249,18 @@ def load_config(path: str | os.PathLike | None = None, *,
     )
 
 
-def _read_toml(path: Path, problems: list[str], warnings: list[str]) -> dict[str, Any]:
+def _read_toml(path: Path, problems: list[str], warnings: list[str]) -> dict[str, Any] | None:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         problems.append(f"{path}: config file not found")
-        return {}
+        return None
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"{path}: cannot read config file ({exc.__class__.__name__}: {exc})")
-        return {}
+        return None
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"{path}: not valid TOML ({exc})")
-        return {}
+        return None
     known_sections = {s for s, _ in SETTINGS} | set(TABLES)
     for section, table in list(raw.items()):
         if section not in known_sections or not isinstance(table, dict):

@@ -61,6 +61,9 @@ class WorkerPool:
         self._sleep = sleep
         # (payload, its customer key) per customer taken; None tells a worker to stop
         self._queue: asyncio.Queue[tuple[Payload, str] | None] = asyncio.Queue(maxsize=limits.concurrency * 4)
+        # A full queue wakes the submitter once it is half empty, not at every row taken.
+        self._room = asyncio.Event()
+        self._low_water = limits.concurrency * 2
         self._waiting: dict[str, deque[Payload]] = {}  # customers in a worker's hands
         self._workers: list[asyncio.Task] = []
         self._auth_failures = 0
@@ -86,10 +89,12 @@ class WorkerPool:
             held.append(payload)  # the worker holding this customer sends it next
             return
         self._waiting[key] = deque()
-        if not self.halted and not self._queue.full():
-            self._queue.put_nowait((payload, key))  # the common case: nothing to wait for
-            return
-        await self._unless_halted(self._queue.put((payload, key)))  # workers may be gone once halted
+        while self._queue.full():
+            self._room.clear()
+            if not await self._unless_halted(self._room.wait()):  # workers may be gone once halted
+                return
+        if not self.halted:
+            self._queue.put_nowait((payload, key))
 
     async def finish(self) -> None:
         """Wait for every submitted row, then stop the workers (or for their cancellation)."""
@@ -146,6 +151,8 @@ class WorkerPool:
 
     async def _work(self) -> None:
         while (taken := await self._queue.get()) is not None:
+            if self._queue.qsize() <= self._low_water and not self._room.is_set():
+                self._room.set()
             payload, key = taken
             while payload is not None:
                 outcome = None if self.halted else await self._send(payload)

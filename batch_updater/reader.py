@@ -52,6 +52,7 @@ EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
 HEADER_LIMIT = 1000  # characters in one header cell: a longer one is a quoting mistake
 CFB_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # OLE container: .xls, or an encrypted workbook
 ZIP_SIGNATURE = b"PK\x03\x04"
+_GUARDED = re.compile(rb"'[=+\-@\t\r]")  # a csvsafe apostrophe (the last of several, too)
 # Bytes that text never holds (not tab, line feed, form feed or carriage return).
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
 
@@ -83,6 +84,7 @@ class CsvInput:
         sample = self._sample()
         self.delimiter = _delimiter(delimiter) if delimiter else _sniff_delimiter(sample)
         header, width, self.row_count = self._scan()
+        self._guarded = self._has_guards()
         self.header_width = len(header)
         # Rows wider than the header keep their extra cells in unnamed columns (see _scan).
         self.headers = header + [""] * (width - len(header))
@@ -103,12 +105,16 @@ class CsvInput:
         except (OSError, EOFError) as exc:
             raise InputError(f"{self.path}: cannot read ({_reason(exc)}); if it is not gzip-compressed,"
                              " rename it without .gz") from None
-        wide = any(mark in self.encoding.lower().replace("-", "").replace("_", "") for mark in ("16", "32"))
-        if wide:
+        if self._wide:
             return  # UTF-16/32 text is full of NUL bytes
         problem = _not_text(head, self.path)
         if problem:
             raise InputError(f"{self.path}: {problem}")
+
+    @property
+    def _wide(self) -> bool:
+        """UTF-16 or UTF-32: ASCII characters are not single bytes."""
+        return any(mark in self.encoding.lower().replace("-", "").replace("_", "") for mark in ("16", "32"))
 
     def _open_text(self) -> IO[str]:
         return io.TextIOWrapper(self._open_raw(), encoding=self.encoding, newline="")
@@ -149,24 +155,89 @@ class CsvInput:
         return gzip.open(self.path, "rb") if self.path.suffix.lower() == ".gz" else open(self.path, "rb")
 
     def _scan(self) -> tuple[list[str], int, int]:
-        """Read every record once: the header, the widest row, the number of data rows.
+        """The header, the widest row and the number of data rows, before anything is sent.
 
-        Refuses a header that is empty, binary or runs over several lines, and a quote
-        that opens a cell and is never closed (the rest of the file would read as one
-        cell): both before anything is sent.
+        The header and the first data row are read with Python's csv module; the rest is
+        counted by pandas' C parser, the one chunks() uses (so both agree on every row),
+        materialising only the last column. A row wider than assumed makes the count
+        start again that wide (pandas names the width); after a few restarts, or when
+        pandas does not say, one pass of Python's csv module finds the widest row. An
+        unclosed quote is refused here, not halfway through a run.
         """
+        header, first = self._head()
+        width = max(len(header), len(first or ()))
+        for _ in range(3):
+            try:
+                return header, width, self._count_rows(width)
+            except _Wider as wider:
+                if wider.width is None or wider.width <= width:
+                    break
+                width = wider.width
+        width, rows = self._scan_records(len(header))
+        return header, width, rows
+
+    def _head(self) -> tuple[list[str], list[str] | None]:
         with _large_fields(), self._open_text() as handle:
             records = csv.reader(handle, delimiter=self.delimiter)
             try:
                 header = next(records, None)
                 self._check_header(header, records.line_num)
-                width = len(header)
-                rows, record, start, end = 0, None, 1, records.line_num
+                first = next(records, None)
+            except UnicodeDecodeError:
+                raise self._bad_text() from None
+            except csv.Error as exc:
+                raise InputError(f"{self.path}: line {records.line_num}: cannot read this CSV line"
+                                 f" ({exc}); check its quoting, or pass --delimiter") from None
+            except (OSError, EOFError) as exc:
+                raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
+        return [restore(cell.strip()) for cell in header], first
+
+    def _count_rows(self, width: int) -> int:
+        import warnings
+
+        import pandas as pd
+
+        rows = 0
+        try:
+            with warnings.catch_warnings():
+                # pandas only warns (and drops cells) when the first row is wider than `width`
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                for frame in pd.read_csv(
+                        self.path, sep=self.delimiter, header=None, skiprows=1, names=list(range(width)),
+                        usecols=[width - 1], dtype=object, keep_default_na=False, na_filter=False,
+                        skip_blank_lines=False, encoding=self.encoding, chunksize=100_000, engine="c",
+                        compression="infer", index_col=False):
+                    rows += len(frame)
+        except pd.errors.ParserWarning:
+            raise _Wider(None) from None
+        except pd.errors.EmptyDataError:
+            return 0
+        except pd.errors.ParserError as exc:
+            text = str(exc)
+            fields = re.search(r"Expected \d+ fields in line \d+, saw (\d+)", text)
+            if fields:
+                raise _Wider(int(fields.group(1))) from None
+            unclosed = re.search(r"EOF inside string starting at row (\d+)", text)
+            if unclosed:  # pandas counts data rows from 1: the header is our row 1
+                raise self._unclosed_quote(int(unclosed.group(1)) + 1) from None
+            raise InputError(f"{self.path}: {_parser_message(exc)}") from None
+        except UnicodeDecodeError:
+            raise self._bad_text() from None
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
+        return rows
+
+    def _scan_records(self, width: int) -> tuple[int, int]:
+        """The widest row and the number of data rows, by Python's csv module (a fallback)."""
+        with _large_fields(), self._open_text() as handle:
+            records = csv.reader(handle, delimiter=self.delimiter)
+            try:
+                next(records, None)
+                rows, record = 0, None
                 for record in records:
                     rows += 1
                     if len(record) > width:
                         width = len(record)
-                    start, end = end + 1, records.line_num
             except UnicodeDecodeError:
                 raise self._bad_text() from None
             except csv.Error as exc:
@@ -175,11 +246,27 @@ class CsvInput:
             except (OSError, EOFError) as exc:
                 raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
         if record and record[-1].endswith(("\n", "\r")):
-            # Only a quoted cell holds a line break, and a closed one rarely ends the file with it.
-            raise InputError(f"{self.path}: line {start}: a quote (\") opens a cell that is never closed,"
-                             " so the rest of the file reads as one cell: close the quote, or write a"
-                             " quote inside a cell as two (\"\")")
-        return [restore(cell.strip()) for cell in header], width, rows
+            # Only a quoted cell holds a line break, and one never closed ends the file with one.
+            raise self._unclosed_quote(rows + 1)
+        return width, rows
+
+    def _has_guards(self) -> bool:
+        """Might a cell start with the apostrophe csvsafe puts before = + - @? One byte scan
+        (tens of milliseconds per 100 MB) spares chunks() looking at every cell of most files."""
+        if self._wide:
+            return True
+        tail = b""
+        with self._open_raw() as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                if _GUARDED.search(tail + block):
+                    return True
+                tail = block[-1:]
+        return False
+
+    def _unclosed_quote(self, row: int) -> InputError:
+        return InputError(f"{self.path}: row {row}: a quote (\") opens a cell that is never closed, so"
+                          " the rest of the file reads as one cell: close the quote, or write a quote"
+                          " inside a cell as two (\"\")")
 
     def _check_header(self, header: list[str] | None, lines: int) -> None:
         if not header or all(not cell.strip() for cell in header):
@@ -208,7 +295,7 @@ class CsvInput:
             )
             first_row = 2
             for frame in reader:
-                yield Chunk(first_row, _restored(frame))
+                yield Chunk(first_row, _restored(frame) if self._guarded else frame)
                 first_row += len(frame)
         except pd.errors.ParserError as exc:
             raise InputError(f"{self.path}: {_parser_message(exc)}") from None
@@ -216,6 +303,14 @@ class CsvInput:
             raise self._bad_text() from None
         except (OSError, EOFError) as exc:
             raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
+
+
+class _Wider(Exception):
+    """A row is wider than the count assumed: this wide, when pandas says."""
+
+    def __init__(self, width: int | None):
+        super().__init__(width)
+        self.width = width
 
 
 def _restored(frame: "pandas.DataFrame") -> "pandas.DataFrame":
@@ -280,14 +375,19 @@ def _reason(exc: BaseException) -> str:
 
 
 def _sniff_delimiter(sample: str) -> str:
-    first_lines = "\n".join(sample.splitlines()[:20])
+    """The header decides (column names hold no delimiters); csv.Sniffer only breaks a tie,
+    so a tab or a comma inside a data cell cannot change the choice."""
+    lines = sample.splitlines()
+    header = lines[0] if lines else ""
+    counts = {d: header.count(d) for d in DELIMITERS}
+    present = [d for d in DELIMITERS if counts[d]]
+    if len(present) <= 1:
+        return present[0] if present else ","
     try:
-        return csv.Sniffer().sniff(first_lines, delimiters=DELIMITERS).delimiter
+        sniffed = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters="".join(present)).delimiter
     except csv.Error:
-        header = sample.splitlines()[0] if sample else ""
-        counts = {d: header.count(d) for d in DELIMITERS}
-        best = max(counts, key=counts.get)
-        return best if counts[best] else ","
+        sniffed = ""
+    return sniffed if sniffed in present else max(present, key=counts.get)
 
 
 def _parser_message(exc: Exception) -> str:

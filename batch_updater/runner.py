@@ -171,6 +171,12 @@ async def _next_in_thread(iterator: Iterator[Prepared]) -> Prepared | None:
     return await asyncio.get_running_loop().run_in_executor(None, next, iterator, None)
 
 
+def _discard(upcoming: asyncio.Future) -> None:
+    """Drop a chunk prepared ahead that will not be sent (and an error met preparing it)."""
+    if not upcoming.cancel() and not upcoming.cancelled():
+        upcoming.exception()
+
+
 async def _preview(chunks: Iterator[Prepared], journal: Journal, path: Path,
                    config: Config) -> dict[str, Any]:
     with open_private(path, "wb") as out:
@@ -223,8 +229,11 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
              if max_runtime_seconds else None)
     began = time.monotonic()
     pool.start()
+    upcoming = asyncio.ensure_future(_next_in_thread(chunks))
     try:
-        while not pool.halted and (prepared := await _next_in_thread(chunks)) is not None:
+        while not pool.halted and (prepared := await upcoming) is not None:
+            # the next chunk is validated and mapped while this one is sent (no stall between chunks)
+            upcoming = asyncio.ensure_future(_next_in_thread(chunks))
             for outcome in prepared.outcomes:
                 settle(outcome)
             for payload in _unfinished(prepared.payloads, journal, in_doubt_rows, watch.progress):
@@ -233,6 +242,7 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
                 await pool.submit(payload)
         await pool.finish()
     finally:
+        _discard(upcoming)
         remove_handlers()
         if timer:
             timer.cancel()
