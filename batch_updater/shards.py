@@ -19,6 +19,7 @@ import orjson
 from .errors import InputError, UsageError
 from .mapping import customer_key
 from .reader import Chunk
+from .reports import open_private, write_private
 
 REPORTS = ("success.csv", "errors.csv", "skipped.csv")
 SUMMED = ("rows", "success", "errors", "skipped", "not_sent", "validation_errors", "api_errors",
@@ -93,7 +94,7 @@ def merge_reports(run_folders: list[Path], output: Path) -> dict:
     merged["shards"] = [{"shard": s.get("shard"), "summary": str(f / "summary.json"),
                          "exit_code": s["exit_code"]} for s, f in zip(summaries, run_folders)]
     merged["reports"] = {name.split(".")[0]: str(output / name) for name in REPORTS}
-    (output / "summary.json").write_bytes(orjson.dumps(merged, option=orjson.OPT_INDENT_2))
+    write_private(output / "summary.json", orjson.dumps(merged, option=orjson.OPT_INDENT_2))
     return merged
 
 
@@ -131,7 +132,7 @@ def _merge_file(sources: list[Path], target: Path) -> None:
     if any(header != headers[0] for header in headers[1:]):
         raise InputError(f"{target.name}: the shards' reports have different columns")
     previous = None
-    with open(target, "w", newline="", encoding="utf-8") as handle:
+    with open_private(target) as handle:  # personal data: owner only, like every report
         writer = csv.writer(handle)
         writer.writerow(headers[0] if headers else [])
         for row, cells in heapq.merge(*streams, key=lambda item: item[0]):

@@ -18,12 +18,13 @@ import zipfile
 from pathlib import Path
 
 import openpyxl
-import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
 
 import batch_updater.reader as reader_module
 import batch_updater.reports as reports_module
 from batch_updater.cli import main
+from batch_updater.reader import CsvInput
 
 from conftest import customer_puts, mobile, read_report, write_config, write_csv
 
@@ -124,7 +125,7 @@ def test_trailing_delimiters_are_read_as_usual(tmp_path):
 def test_an_unclosed_quote_names_its_line_before_anything_is_sent(tmp_path):
     path = CORPUS / "unbalanced_quote.csv"
     assert error_of(tmp_path, path) == (
-        f'{path}: line 3: a quote (") opens a cell that is never closed, so the rest of the file'
+        f'{path}: row 3 (line 3): a quote (") opens a cell that is never closed, so the rest of the file'
         ' reads as one cell: close the quote, or write a quote inside a cell as two ("")')
 
 
@@ -454,3 +455,28 @@ def test_a_full_disk_while_writing_reports_is_one_line_and_a_rerun_finishes(tmp_
     assert (summary["resumed"], summary["success"], summary["validation_errors"]) == (True, 5, 1)
     assert len(customer_puts(server)) == 5  # the rerun sent nothing again
     assert len(read_report(summary["reports"]["success"])) == 5
+
+
+# --- How a CSV is measured when opened ----------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.lists(st.text(alphabet="ab,é ;'=", max_size=4), min_size=1, max_size=5), max_size=8),
+       ending=st.sampled_from(["\n", "\r\n"]), final=st.booleans())
+def test_measuring_by_bytes_agrees_with_the_csv_module_and_pandas(tmp_path_factory, rows, ending, final):
+    path = tmp_path_factory.mktemp("shape") / "in.csv"
+    lines = ["identifierValue,firstName"] + [",".join(row) for row in rows]
+    path.write_bytes((ending.join(lines) + (ending if final else "")).encode("utf-8"))
+    reader = CsvInput(path, delimiter=",")
+    assert reader._shape_by_bytes() is not None  # no quotes: measured from the bytes
+    width, count = reader._scan_records(2)
+    assert (len(reader.headers), reader.row_count) == (max(width, 2), count)
+    assert sum(len(chunk.frame) for chunk in reader.chunks()) == count
+
+
+def test_a_quoted_last_cell_ending_with_a_line_break_is_not_an_unclosed_quote(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text('identifierValue,extendedFields.address\n919800000001,"12 Main St\n"\n')
+    reader = CsvInput(path)
+    assert (reader.row_count, reader.headers) == (1, ["identifierValue", "extendedFields.address"])
+    [[row]] = [chunk.frame.values.tolist() for chunk in reader.chunks()]
+    assert row == ["919800000001", "12 Main St\n"]

@@ -19,6 +19,7 @@ from batch_updater.outcomes import RowOutcome, Stage, Status
 from batch_updater.reader import CsvInput, open_input
 from batch_updater.reports import ReportPaths, identifier_columns, write_reports
 from batch_updater.runner import run
+from batch_updater.shards import Shard, merge_reports
 
 from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
 
@@ -134,6 +135,18 @@ def test_reports_are_0600_and_run_and_job_folders_0700(tmp_path, sandbox_server)
     assert mode(dry_folder) == 0o700
     for name in ("success", "errors", "skipped", "summary", "preview"):
         assert mode(dry.reports[name]) == 0o600, name
+
+
+def test_merged_shard_reports_are_private_too(tmp_path, sandbox_server):
+    server = sandbox_server()
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(1, 9)])
+    config = config_for(tmp_path, server.url)
+    folders = [Path(run(config, source, shard=Shard(k, 2)).reports["summary"]).parent for k in (1, 2)]
+    merged = merge_reports(folders, tmp_path / "merged")
+    assert mode(tmp_path / "merged") == 0o700
+    for path in merged["reports"].values():
+        assert mode(path) == 0o600, path
+    assert mode(tmp_path / "merged" / "summary.json") == 0o600
 
 
 def test_a_job_folder_left_open_by_an_older_version_is_made_private(tmp_path, sandbox_server):
