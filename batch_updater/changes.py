@@ -177,28 +177,26 @@ class ChangeFilter:
         self._sent_customers: set[int] = set()
         self._pending: dict[int, tuple[int, int]] = {}  # row -> (key, digest) of sent rows
 
-    def select(self, rows: Sequence[int], keys: np.ndarray, digests: np.ndarray) -> list[bool]:
-        """Per row: True to send, False when it is unchanged since the last 200.
+    def unchanged(self, keys: np.ndarray, digests: np.ndarray) -> np.ndarray:
+        """Per row (in file order): acknowledged before with this very digest, and no earlier
+        row of its customer is being sent in this run. Called from the preparing thread."""
+        result = np.zeros(len(keys), dtype=bool)
+        if not self.only_changed or not len(keys):
+            return result
+        stored, sent = self.state.digests(keys), self._sent_customers
+        for i, (key, digest) in enumerate(zip(keys.tolist(), digests.tolist())):
+            if key not in sent and stored.get(key) == digest:
+                result[i] = True
+            else:
+                sent.add(key)  # this customer's later rows follow it
+        return result
 
-        Called from the thread that prepares chunks; `settled` from the event loop.
-        """
-        keys_list, digests_list = keys.tolist(), digests.tolist()
-        if self.only_changed:
-            stored, sent = self.state.digests(keys), self._sent_customers
-            send = []
-            for key, digest in zip(keys_list, digests_list):
-                go = key in sent or stored.get(key) != digest
-                if go:
-                    sent.add(key)  # this customer's later rows follow it
-                send.append(go)
-        else:
-            send = [True] * len(keys_list)
-        sending = [(row, key, digest) for row, key, digest, go in
-                   zip(rows, keys_list, digests_list, send) if go]
-        self._pending.update((row, (key, digest)) for row, key, digest in sending)
-        # until a 200 says otherwise: a row in doubt is never "unchanged" next time
-        self.state.forget_later([key for _, key, _ in sending])
-        return send
+    def sending(self, rows: Sequence[int], keys: np.ndarray, digests: np.ndarray) -> None:
+        """These rows go out: until a 200 says otherwise, their customers are forgotten, so a
+        row in doubt is never "unchanged" next time."""
+        keys_list = keys.tolist()
+        self._pending.update(zip(rows, zip(keys_list, digests.tolist())))
+        self.state.forget_later(keys_list)
 
     def settled(self, row: int, applied: bool) -> None:
         """The API answered for a sent row: remember its digest after a 200, else forget."""

@@ -52,6 +52,9 @@ class Checked:
     columns: list[list[str]]    # the canonical columns' trimmed cells, in plan order
     blank: np.ndarray           # per row: every cell empty
     problems: dict[int, str]    # row -> message, for invalid non-blank rows
+    unchanged: np.ndarray | None = None  # per row: acknowledged before as it is (not validated again)
+    keys: np.ndarray | None = None       # per row: the customer's state key (changes.py)
+    digests: np.ndarray | None = None    # per row: the digest of its cells
 
 
 @dataclass
@@ -82,7 +85,7 @@ class ChunkPreparer:
         self.identifier = self.names.index("identifierValue")
         self.fingerprints = Fingerprints(self.names, config)
 
-    def check(self, chunk: Chunk) -> Checked:
+    def check(self, chunk: Chunk, changes: ChangeFilter | None = None) -> Checked:
         import pandas as pd
 
         frame = chunk.frame
@@ -92,6 +95,12 @@ class ChunkPreparer:
         filled = (cells != "").any(axis=0)
         canonical = pd.DataFrame(cells[:len(columns)].T, index=chunk.rows, columns=self.names,
                                  dtype=object, copy=False)
+        keys = digests = unchanged = None
+        if changes is not None:
+            keys, digests = self.fingerprints.of(columns)
+            unchanged = changes.unchanged(keys, digests) & filled
+            # A row the API acknowledged exactly as it is passed validation then: skip it now.
+            canonical = canonical[~unchanged] if unchanged.any() else canonical
         problems = self.validator.problems(canonical)
         _hostile_cells(problems, chunk.rows, self.names, columns)
         last_named = max(self.positions)
@@ -101,18 +110,27 @@ class ChunkPreparer:
         if problems and blank.any():
             for row in np.asarray(chunk.rows)[blank].tolist():
                 problems.pop(row, None)
-        return Checked(chunk.rows, columns, blank, problems)
+        if unchanged is not None and unchanged.any():
+            for row in np.asarray(chunk.rows)[unchanged].tolist():
+                problems.pop(row, None)
+        return Checked(chunk.rows, columns, blank, problems, unchanged, keys, digests)
 
     def prepare(self, chunk: Chunk, duplicates: Decisions | None = None,
                 changes: ChangeFilter | None = None) -> Prepared:
-        checked = self.check(chunk)
+        checked = self.check(chunk, changes)
         rows, columns, problems = checked.rows, checked.columns, checked.problems
         identifiers = columns[self.identifier]
         index_of = _indexer(rows)
         outcomes = [RowOutcome(row, Status.SKIPPED, message="blank row")
                     for row in np.asarray(rows)[checked.blank].tolist()]
-        held = set(problems)
+        unchanged = (set(np.asarray(rows)[checked.unchanged].tolist())
+                     if checked.unchanged is not None else set())
+        outcomes += [RowOutcome(row, Status.SKIPPED, message=UNCHANGED,
+                                identifier=identifiers[index_of(row)]) for row in sorted(unchanged)]
+        held = set(problems) | unchanged
         for decision in (duplicates.within(rows) if duplicates else []):
+            if decision.row in unchanged:
+                continue
             if decision.row in held and not decision.reject:
                 continue  # invalid rows never take part in `last`
             lookup = self.mapper.lookups([[c[index_of(decision.row)]] for c in columns])[0]
@@ -127,28 +145,15 @@ class ChunkPreparer:
                                 identifier=identifiers[index_of(row)])
                      for row, message in problems.items()]
         held.update(row for row in np.asarray(rows)[checked.blank].tolist())
+        keep = [row not in held for row in rows] if held else [True] * len(rows)
         if held:
-            keep = [row not in held for row in rows]
             columns = [list(compress(column, keep)) for column in columns]
-            valid_rows = list(compress(rows, keep))
-        else:
-            valid_rows = list(rows)
-        if valid_rows and changes:
-            valid_rows, columns = self._changed(valid_rows, columns, changes, outcomes)
+        valid_rows = list(compress(rows, keep))
         if not valid_rows:
             return Prepared([], outcomes)
+        if changes is not None:
+            changes.sending(valid_rows, checked.keys[keep], checked.digests[keep])
         return Prepared(self.mapper.payloads(valid_rows, columns), outcomes)
-
-    def _changed(self, rows: list[int], columns: list[list[str]], changes: ChangeFilter,
-                 outcomes: list[RowOutcome]) -> tuple[list[int], list[list[str]]]:
-        """Keep the rows to send; unchanged ones are settled as skipped, never mapped."""
-        send = changes.select(rows, *self.fingerprints.of(columns))
-        if all(send):
-            return rows, columns
-        identifiers = columns[self.identifier]
-        outcomes += [RowOutcome(row, Status.SKIPPED, message=UNCHANGED, identifier=identifier)
-                     for row, identifier, go in zip(rows, identifiers, send) if not go]
-        return list(compress(rows, send)), [list(compress(column, send)) for column in columns]
 
     def keys(self, checked: Checked, wanted: np.ndarray) -> tuple[list[int], list[str]]:
         """The customer keys of the rows where `wanted` holds (for the duplicates pre-pass)."""

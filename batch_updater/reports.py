@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Collection, Iterable, Mapping
 
 from .columns import REPORT_COLUMN_PREFIX, canonical_name
-from .csvsafe import neutralise
+from .csvsafe import neutralise, neutralise_rows, restore
 from .masking import mask_identifier, mask_text
 from .journal import Journal, iter_outcomes
 from .outcomes import RowOutcome, Stage, Status
@@ -90,9 +90,8 @@ def write_reports(paths: ReportPaths, headers: list[str], chunks: Iterable[Chunk
             errors.writerow(input_headers + ERROR_COLUMNS)
             skipped.writerow(SKIPPED_COLUMNS + input_headers)
             for chunk in chunks:
-                values = chunk.frame.to_numpy(dtype=object)
+                values = neutralise_rows(chunk.frame.to_numpy(dtype=object)[:, keep])
                 for (row, outcome), cells in zip(iter_outcomes(journal, chunk.rows), values):
-                    cells = [cells[i] for i in keep]
                     outcome = outcome or RowOutcome(row, Status.ERROR, Stage.NOT_SENT, "", not_sent_message)
                     _write_row(outcome, cells, success, errors, skipped, masked)
                     _count(counts, outcome)
@@ -132,19 +131,17 @@ def write_failure_message(folder: Path, exc: OSError) -> str:
 
 
 def _write_row(o: RowOutcome, cells: list, success, errors, skipped, masked: list[int]) -> None:
+    """`cells`: the input cells, already neutralised (neutralise_rows)."""
     if o.status is Status.ERROR:
-        errors.writerow([neutralise(cell) for cell in cells] +
-                        [o.row, o.stage.value if o.stage else "", neutralise(o.code), neutralise(o.message),
-                         o.http_status or "", o.attempts])
+        errors.writerow(cells + [o.row, o.stage.value if o.stage else "", neutralise(o.code),
+                                 neutralise(o.message), o.http_status or "", o.attempts])
         return
     identifier, message, warnings = o.identifier, o.message, o.warnings
     if masked:
-        cells = list(cells)
         for n in masked:
             if isinstance(cells[n], str):
-                cells[n] = mask_identifier(cells[n])
+                cells[n] = neutralise(mask_identifier(restore(cells[n])))
         identifier, message, warnings = mask_identifier(identifier), mask_text(message), mask_text(warnings)
-    cells = [neutralise(cell) for cell in cells]
     if o.status is Status.SUCCESS:
         success.writerow([o.row, neutralise(identifier), neutralise(o.customer_id), o.http_status,
                           o.attempts, neutralise(warnings)] + cells)
