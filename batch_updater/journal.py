@@ -1,17 +1,20 @@
 """The job's journal: each row's outcome in SQLite (WAL), plus the job's own facts.
 
 Before a row's first request goes out, its number is appended to a small in-flight log
-with one write() (durable against a crash of the process the moment it returns, and
-cheap enough for every row). Final outcomes go to SQLite in group commits at least
-every FLUSH_SECONDS. On opening, rows of the log without a final outcome become
+(`InFlightLog`: a store into a shared memory map of the file, durable against a crash
+of the process the moment it is made, like a write() that returned, and about ten times
+cheaper, which matters at one per row). Final outcomes go to SQLite in group commits at
+least every FLUSH_SECONDS. On opening, rows of the log without a final outcome become
 `in_flight` rows: resume sends them again (the update is idempotent) as in doubt.
 Reports are built from here.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import sqlite3
+import struct
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -47,7 +50,7 @@ class Journal:
         self._pending: list[tuple] = []
         self._log_path = self.path.with_name(self.path.name + ".inflight")
         self._absorb_in_flight_log()
-        self._log = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._log = InFlightLog(self._log_path)
 
     def __enter__(self) -> "Journal":
         return self
@@ -65,7 +68,7 @@ class Journal:
 
     def mark_in_flight(self, row: int) -> None:
         """Note, durably, that a row's request is about to go out."""
-        os.write(self._log, row.to_bytes(8, "little"))
+        self._log.append(row)
 
     def _absorb_in_flight_log(self) -> None:
         """Turn the log a stopped run left into in_flight rows, then empty it."""
@@ -75,6 +78,7 @@ class Journal:
             return
         usable = len(data) - len(data) % 8  # a torn last write is ignored
         rows = {int.from_bytes(data[i:i + 8], "little") for i in range(0, usable, 8)}
+        rows.discard(0)  # slots the log had room for but never used (row numbers start at 2)
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR IGNORE INTO outcome (row, status, in_doubt) VALUES (?, ?, 1)",
@@ -121,8 +125,50 @@ class Journal:
 
     def close(self) -> None:
         self.flush()
-        os.close(self._log)
+        self._log.close()
         self._db.close()
+
+
+class InFlightLog:
+    """Row numbers as 8-byte little-endian integers, appended through a shared memory map.
+
+    A store into a MAP_SHARED mapping is in the kernel's page cache the moment it is
+    made: it survives a crash of the process as a returned write() does (neither survives
+    a crash of the machine: that would need an fsync per row). The file grows in steps of
+    GROW_ROWS slots; unused slots are zero, which no row number is, and a clean close
+    trims them.
+    """
+
+    GROW_ROWS = 1 << 16  # 512 KiB per step
+
+    _pack = struct.Struct("<Q").pack_into
+
+    def __init__(self, path: Path):
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._used = os.fstat(self._fd).st_size // 8 * 8  # appends after what is there
+        self._size = 0
+        self._map: mmap.mmap | None = None
+        self._grow()
+
+    def append(self, row: int) -> None:
+        if self._used == self._size:
+            self._grow()
+        self._pack(self._map, self._used, row)
+        self._used += 8
+
+    def _grow(self) -> None:
+        if self._map is not None:
+            self._map.close()
+        self._size = self._used + self.GROW_ROWS * 8
+        os.ftruncate(self._fd, self._size)
+        self._map = mmap.mmap(self._fd, self._size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+            os.ftruncate(self._fd, self._used)
+        os.close(self._fd)
 
 
 def read_meta(path: Path) -> dict[str, str]:

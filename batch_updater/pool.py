@@ -195,12 +195,17 @@ class WorkerPool:
                 continue
             return self._failed(payload, attempt, attempts, in_doubt)
 
-    async def _pace(self) -> None:
-        """Wait for a slot from the shared limiter, right before a request goes out."""
+    def _pace(self) -> Awaitable[None] | None:
+        """A slot from the shared limiter, right before a request goes out: None when one
+        was free at once (nobody queues for one), else an awaitable that waits for it.
+        Either raises _Halted when the run halted first."""
         if self.halted:
             raise _Halted
-        if self._limiter.try_acquire():  # a slot is free now and nobody queues for one
-            return
+        if self._limiter.try_acquire():
+            return None
+        return self._wait_for_slot()
+
+    async def _wait_for_slot(self) -> None:
         if not await self._unless_halted(self._limiter.acquire()) or self.halted:
             raise _Halted
 

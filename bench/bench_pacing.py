@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_pacing.py [--limit 100] [--window 3] [--windows 5]
                                            [--concurrency 8] [--latency-ms 20] [--no-baseline]
+                                           [--json PATH]
 
 The sandbox runs in its own process and enforces at most LIMIT admitted requests in any
 rolling WINDOW (answering 429 beyond it). `runner.run` (read, validate, map, send,
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import math
 import sys
 import tempfile
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--margin", type=float, help="window margin, s (default: 0.25 s per minute of window)")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     if args.margin is None:
         args.margin = args.window * DEFAULT_MARGIN_SHARE
@@ -158,6 +161,11 @@ def main() -> None:
     ours = results[0]
     ok = ours["share_server"] >= 0.99 and ours["throttled"] == 0 and ours["max_window"] <= args.limit
     print("RESULT:", "OK" if ok else "BELOW TARGET")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "limit": args.limit, "window_seconds": args.window, "windows": args.windows,
+            "margin_seconds": args.margin, "concurrency": args.concurrency, "latency_ms": args.latency_ms,
+            "rows": rows, "expected_share": expected, "ok": ok, "results": results}, indent=2))
     if not math.isfinite(ours["share_server"]):
         sys.exit(1)
 
