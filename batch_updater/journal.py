@@ -134,34 +134,38 @@ class InFlightLog:
 
     A store into a MAP_SHARED mapping is in the kernel's page cache the moment it is
     made: it survives a crash of the process as a returned write() does (neither survives
-    a crash of the machine: that would need an fsync per row). The file grows in steps of
-    GROW_ROWS slots; unused slots are zero, which no row number is, and a clean close
-    trims them.
+    a crash of the machine: that would need an fsync per row). Only the segment being
+    written is mapped (SEGMENT bytes), so the log costs no memory as it grows; the file
+    grows a segment at a time, unused slots are zero, which no row number is, and a clean
+    close trims them.
     """
 
-    GROW_ROWS = 1 << 16  # 512 KiB per step
+    SEGMENT = 1 << 19  # 512 KiB: 65,536 rows; a multiple of mmap.ALLOCATIONGRANULARITY
 
     _pack = struct.Struct("<Q").pack_into
 
     def __init__(self, path: Path):
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         self._used = os.fstat(self._fd).st_size // 8 * 8  # appends after what is there
-        self._size = 0
         self._map: mmap.mmap | None = None
-        self._grow()
+        self._base = self._end = 0  # the mapped segment: file offsets [base, end)
+        self._map_segment()
 
     def append(self, row: int) -> None:
-        if self._used == self._size:
-            self._grow()
-        self._pack(self._map, self._used, row)
+        if self._used == self._end:
+            self._map_segment()
+        self._pack(self._map, self._used - self._base, row)
         self._used += 8
 
-    def _grow(self) -> None:
+    def _map_segment(self) -> None:
         if self._map is not None:
             self._map.close()
-        self._size = self._used + self.GROW_ROWS * 8
-        os.ftruncate(self._fd, self._size)
-        self._map = mmap.mmap(self._fd, self._size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._base = self._used // self.SEGMENT * self.SEGMENT
+        self._end = self._base + self.SEGMENT
+        if os.fstat(self._fd).st_size < self._end:
+            os.ftruncate(self._fd, self._end)
+        self._map = mmap.mmap(self._fd, self.SEGMENT, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
+                              offset=self._base)
 
     def close(self) -> None:
         if self._map is not None:

@@ -36,6 +36,7 @@ class RateLimiter:
     MIN_RATE_SHARE = 0.1  # never slower than 10% of the limit
     RECOVERY_PER_SUCCESS = 1.0  # requests/window regained per success: floor to full in < limit successes
     DECREASE_COOLDOWN_SHARE = 0.1  # of a window: the 429s of requests already in flight count once
+    PRUNE_AT = 4096  # start times kept before old ones are dropped (only limits above this)
 
     def __init__(
         self,
@@ -63,7 +64,7 @@ class RateLimiter:
         self._sleep = sleep
         self._rate = float(limit)
         self._due = clock()  # when the next start is due at perfect spacing (GCRA's TAT)
-        self._starts: deque[float] = deque(maxlen=limit)  # the last `limit` start times
+        self._starts: deque[float] = deque(maxlen=limit)  # the last `limit` start times (see _start)
         self._paused_until = -math.inf
         self._decreased_at = -math.inf
         self._lock = asyncio.Lock()  # FIFO: waiters start in the order they arrived
@@ -131,7 +132,15 @@ class RateLimiter:
         # Space from when this start was scheduled, not from when the sleep ended,
         # so waking late does not drift the rate down (the guard uses real times).
         self._due = max(self._due, scheduled) + self._window / self._rate
-        self._starts.append(now)
+        starts = self._starts
+        starts.append(now)
+        if len(starts) > self.PRUNE_AT:
+            # Only with a limit above PRUNE_AT (a "no limit" setting of 10**9, say): drop the
+            # starts older than the guard's window, which can never hold a start back again,
+            # so memory follows the rate over one window, not the number of requests.
+            horizon = now - self._window - self._margin
+            while starts[0] <= horizon:
+                starts.popleft()
 
     async def __aenter__(self) -> None:
         await self.acquire()

@@ -1,7 +1,7 @@
 """Validate + map throughput and peak memory on a large CSV, against a plain pandas read.
 
     .venv/bin/python bench/bench_validate.py [--rows 1000000] [--repeat 3] [--file PATH]
-                                             [--invalid-every 100]
+                                             [--invalid-every 100] [--json PATH]
 
 Writes a CSV shaped like samples/customers.csv (14 columns: identifier, names, loyalty
 type, an email channel with its flags, a custom field, an extended field, an external
@@ -121,6 +121,7 @@ def main() -> int:
     parser.add_argument("--file", help="use (or, with --rows, create) this CSV")
     parser.add_argument("--invalid-every", type=int, default=100,
                         help="one row in N has a bad email (default 100: 1%%; 0: none)")
+    parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--phase", choices=("baseline", "validate"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -149,6 +150,11 @@ def main() -> int:
         print(f"  validate+map takes {figures['baseline'][0] / rate:.1f}x the time of the plain read")
         print(f"  target >= {TARGET_ROWS_PER_SECOND:,} rows/s: {'met' if rate >= TARGET_ROWS_PER_SECOND else 'MISSED'};"
               f" target <= {TARGET_PEAK_MB} MB: {'met' if peak <= TARGET_PEAK_MB else 'MISSED'}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "rows": rows, "repeat": args.repeat, "file_mb": size_mb,
+                **{f"{phase}_rows_per_s": rate for phase, (rate, _) in figures.items()},
+                **{f"{phase}_peak_mb": peak for phase, (_, peak) in figures.items()}}, indent=2))
     return 0
 
 

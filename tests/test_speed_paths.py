@@ -1,0 +1,149 @@
+"""The fast paths added for throughput (issue 6) decide exactly as the paths they shortcut."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from yarl import URL
+
+from batch_updater.client import LOOKUP_PATH, ApiClient, _encoded
+from batch_updater.config import load_config
+from batch_updater.journal import InFlightLog, Journal
+from batch_updater.mapping import Lookup, Payload
+from batch_updater.outcomes import RowOutcome, Status
+from batch_updater.ratelimit import RateLimiter
+
+
+# -- the in-flight log ------------------------------------------------------------------------
+
+def _rows(data: bytes) -> list[int]:
+    return [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data) - len(data) % 8, 8)]
+
+
+def test_in_flight_log_is_on_disk_without_close_across_segments(tmp_path, monkeypatch):
+    monkeypatch.setattr(InFlightLog, "SEGMENT", 4096)  # 512 rows a segment
+    path = tmp_path / "journal.sqlite.inflight"
+    log = InFlightLog(path)
+    for row in range(2, 1500):
+        log.append(row)
+    # as a crashed process leaves it: every appended row is in the file, then zeros
+    rows = _rows(path.read_bytes())
+    assert rows[:1498] == list(range(2, 1500)) and not any(rows[1498:])
+    log.close()
+    assert _rows(path.read_bytes()) == list(range(2, 1500))  # a clean close trims the zeros
+    log = InFlightLog(path)  # appends after what is there
+    log.append(7)
+    log.close()
+    assert _rows(path.read_bytes()) == list(range(2, 1500)) + [7]
+
+
+def test_journal_turns_a_crashed_log_into_in_flight_rows(tmp_path):
+    crashed = Journal(tmp_path / "journal.sqlite")
+    for row in (2, 3, 4):
+        crashed.mark_in_flight(row)
+    crashed.record(RowOutcome(3, Status.SUCCESS))
+    crashed.flush()  # no close: the process died here
+    journal = Journal(tmp_path / "journal.sqlite")
+    assert journal.states(0, 100) == {2: "in_flight", 3: "success", 4: "in_flight"}
+    journal.close()
+    crashed.close()
+
+
+# -- the rate limiter's no-wait path ------------------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+
+def _state(limiter: RateLimiter) -> tuple:
+    return limiter._due, list(limiter._starts)  # noqa: SLF001 - comparing internals on purpose
+
+
+async def test_try_acquire_decides_and_records_as_acquire_does():
+    rng = random.Random(6)
+    clock_a, clock_b = Clock(), Clock()
+    a = RateLimiter(20, 2.0, burst=3, margin=0.05, clock=clock_a, sleep=clock_a.sleep)
+    b = RateLimiter(20, 2.0, burst=3, margin=0.05, clock=clock_b, sleep=clock_b.sleep)
+    for _ in range(400):
+        step = rng.choice([0.0, 0.01, 0.05, 0.1, 0.3])
+        clock_a.now += step
+        clock_b.now += step
+        if b.try_acquire():  # a start was free: acquire() must start at once, the same way
+            before = clock_a.now
+            await a.acquire()
+            assert clock_a.now == before
+        else:  # acquire() must wait; try_acquire changed nothing
+            before = _state(b)
+            assert not b.try_acquire() and _state(b) == before
+            await a.acquire()
+            assert clock_a.now > clock_b.now
+            await b.acquire()
+            assert clock_b.now == clock_a.now
+        assert _state(a) == _state(b)
+
+
+async def test_try_acquire_never_jumps_the_queue():
+    clock = Clock()
+    limiter = RateLimiter(10, 1.0, clock=clock, sleep=clock.sleep)
+    assert limiter.try_acquire()
+    waiting = asyncio.ensure_future(limiter.acquire())  # waits for the next slot
+    await asyncio.sleep(0)
+    clock.now += 5.0  # a slot is free now, but a caller queued for it first
+    assert not limiter.try_acquire()
+    await waiting
+    assert len(limiter._starts) == 2  # noqa: SLF001 - the queued caller took the slot first
+    assert limiter.try_acquire()  # then a slot was free again (late, so due at once)
+
+
+async def test_a_huge_limit_keeps_few_start_times_and_decides_the_same():
+    clock_a, clock_b = Clock(), Clock()
+    pruned = RateLimiter(10**9, 1.0, margin=0.1, clock=clock_a, sleep=clock_a.sleep)
+    kept = RateLimiter(10**9, 1.0, margin=0.1, clock=clock_b, sleep=clock_b.sleep)
+    kept.PRUNE_AT = 10**12  # never prunes
+    for i in range(20_000):
+        clock_a.now = clock_b.now = 1000.0 + i * 0.0005  # 2,000 starts a second
+        assert pruned.try_acquire() and kept.try_acquire()
+        assert pruned._due == kept._due  # noqa: SLF001
+    assert len(pruned._starts) <= RateLimiter.PRUNE_AT + 1  # noqa: SLF001
+    assert len(kept._starts) == 20_000  # noqa: SLF001
+    assert list(pruned._starts) == list(kept._starts)[-len(pruned._starts):]  # noqa: SLF001
+
+
+async def test_a_small_limit_is_still_exact_with_pruning_on():
+    clock = Clock()
+    limiter = RateLimiter(3, 1.0, burst=3, clock=clock, sleep=clock.sleep)
+    limiter.PRUNE_AT = 0  # prune at every start: must not change a decision
+    starts = []
+    for _ in range(30):
+        await limiter.acquire()
+        starts.append(clock.now)
+    assert all(starts[i + 3] - starts[i] >= 1.0 - 1e-9 for i in range(len(starts) - 3))
+
+
+# -- the lookup URL -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("base", ["http://127.0.0.1:8080", "https://eu.api.capillarytech.com/",
+                                  "http://[::1]:9000/prefix", "http://h.example:81/a%20b/"])
+@pytest.mark.parametrize("use_async", [False, True])
+def test_url_from_parts_is_the_url_of_the_query(base, use_async):
+    config = load_config(None, overrides={"api.base_url": base, "api.username": "u", "api.use_async": use_async},
+                         environ={"BATCH_UPDATER_PASSWORD": "p"})
+    client = ApiClient(session=None, api=config.api)
+    lookups = [Lookup("INSTORE", "mobile", "919800000001", None), Lookup("WECHAT", "email", "a+b@x.com", "acc 1"),
+               Lookup("INSTORE", "externalId", "ÄÖ&=?#/ %", None), Lookup("INSTORE", "mobile", "919800000002", None)]
+    for lookup in lookups * 2:  # the second time from the cache
+        query = "&".join(f"{name}={_encoded(value)}" for name, value in lookup.query(use_async).items())
+        expected = URL(f"{base.rstrip('/')}{LOOKUP_PATH}?{query}", encoded=True)
+        got = client.url(Payload(2, lookup, {}))
+        assert got == expected and str(got) == str(expected)
+        assert got.host == expected.host and got.port == expected.port and got.raw_query_string == query
