@@ -150,8 +150,17 @@ class WorkerPool:
             task.cancel()
 
     async def _work(self) -> None:
+        try:
+            await self._take_customers()
+        except Exception as exc:
+            # A bug, not a row's failure: halt, so that no submitter waits for room that no
+            # worker will make any more; finish() raises the exception.
+            self.abort(f"internal error in a worker: {exc!r}")
+            raise
+
+    async def _take_customers(self) -> None:
         while (taken := await self._queue.get()) is not None:
-            if self._queue.qsize() <= self._low_water and not self._room.is_set():
+            if not self._room.is_set() and self._queue.qsize() <= self._low_water:
                 self._room.set()
             payload, key = taken
             while payload is not None:

@@ -55,6 +55,9 @@ class FixedIntervalPacer:
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
 
+    def try_acquire(self) -> bool:
+        return False  # every start goes through acquire()
+
     async def acquire(self) -> None:
         async with self._lock:
             while (wait := max(self._next, self._paused_until) - time.monotonic()) > 0:

@@ -74,8 +74,9 @@ def bucket(frames: list[str]) -> str:
         return "SQLite group commits: " + ("state store" if "changes.py" in stack else "journal")
     if "_finish" in stack or "_replay" in stack:
         return "summary and end of run"
-    leaf = frames[-1] if frames else ""
-    if "asyncio/runners.py" not in stack and "run_until_complete" not in stack:
+    leaf = frames[-1]
+    if re.search(r"\b(open_input|resolve_headers|screen_input|open_job|estimate_rows|job_identity)\b", stack) \
+            or re.search(r"(SyncState|Journal)\.__init__", stack):
         return "start-up (open input, job, state store; before the event loop)"
     if re.search(r"[(/](aiohttp|yarl|multidict|propcache|aiohappyeyeballs)/", leaf):
         return "aiohttp + yarl (the HTTP client itself)"
@@ -109,6 +110,8 @@ def aggregate(raw: Path) -> tuple[collections.Counter, int]:
         stack, _, number = line.rpartition(" ")
         frames = stack.split(";")
         thread, frames = frames[0], frames[1:]
+        if not frames:  # caught between frames (sampling without pausing)
+            continue
         if "MainThread" in thread:
             name = bucket(frames)
         else:

@@ -8,12 +8,13 @@ Steps (each script also runs on its own; see its docstring):
                    bare aiohttp loop and our pipeline (whole, and with the journal's writes,
                    the state store or the reports switched off), then the requests loop (3,000 rows)
   throughput-50ms  bench_throughput.py: 10,000 rows, 50 ms latency, 3 rounds; requests loop 100 rows
+  overhead         bench_overhead.py: our CPU per row over a fake transport (steadier than rows/s)
   pacing           bench_pacing.py: a strict 100-per-3-s rolling window, 5 windows, and a baseline
   memory           bench_memory.py: peak RSS of 100k and 1M rows, dry run and full run (~4 min)
   startup          bench_startup.py: `--help` and a one-row dry run, median of 7
   validate         bench_validate.py: validate + map, 1M rows, once
 
-About 8-9 minutes on 2 cores. --quick runs every step on tiny inputs (a smoke test: the
+About 7-8 minutes on 2 cores. --quick runs every step on tiny inputs (a smoke test: the
 figures mean nothing). Needs `requests` in the venv for the requests loop (skipped without
 it) and `py-spy` only for bench/profile_pipeline.py, which this does not run.
 """
@@ -38,6 +39,7 @@ FULL = {
                        "--diagnose"],
     "throughput-50ms": ["bench_throughput.py", "--rows", "10000", "--latency-ms", "50", "--repeat", "3",
                         "--requests-rows", "100"],
+    "overhead": ["bench_overhead.py", "--rows", "50000", "--repeat", "3"],
     "pacing": ["bench_pacing.py"],
     "memory": ["bench_memory.py", "--rows", "100000,1000000"],
     "startup": ["bench_startup.py", "--repeat", "7"],
@@ -48,7 +50,8 @@ QUICK = {
                        "--diagnose"],
     "throughput-50ms": ["bench_throughput.py", "--rows", "200", "--latency-ms", "50", "--repeat", "1",
                         "--requests-rows", "3"],
-    "pacing": ["bench_pacing.py", "--limit", "10", "--window", "0.3", "--windows", "5", "--no-baseline"],
+    "overhead": ["bench_overhead.py", "--rows", "300", "--repeat", "1"],
+    "pacing": ["bench_pacing.py", "--limit", "10", "--window", "0.3", "--windows", "5"],
     "memory": ["bench_memory.py", "--rows", "200,400"],
     "startup": ["bench_startup.py", "--repeat", "1"],
     "validate": ["bench_validate.py", "--rows", "2000", "--repeat", "1"],
@@ -102,6 +105,14 @@ def table(figures: dict) -> list[tuple[str, str, str, str]]:
                          verdict(t["ours_vs_requests"] >= 5)))
         else:
             rows.append(("pandas.iterrows + requests", "skipped: requests not installed", ">= 5x", "-"))
+    o = figures.get("overhead")
+    if o:
+        us = o["us_per_row"]
+        rows.append((f"our CPU per row over a fake transport ({o['rows']:,} rows; diagnosis)",
+                     f"{o['overhead_us_per_row']:.1f} us/row", "", ""))
+        for name, value in us.items():
+            if name not in ("floor", "full pipeline"):
+                rows.append((f"  {name}", f"{value - us['floor']:.1f} us/row", "", ""))
     p = figures.get("pacing")
     if p:
         ours = p["results"][0]
@@ -112,7 +123,7 @@ def table(figures: dict) -> list[tuple[str, str, str, str]]:
         rows.append(("  most starts in any rolling window", f"{ours['max_window']} / {p['limit']}", "<= limit",
                      verdict(ours["max_window"] <= p["limit"])))
         for base in p["results"][1:]:
-            rows.append((f"  (baseline) {base['name']}", f"{base['share_server']:.2%}, {base['throttled']} x 429,"
+            rows.append((f"  {base['name']}", f"{base['share_server']:.2%}, {base['throttled']} x 429,"
                          f" max {base['max_window']} / {p['limit']}", "", ""))
     m = figures.get("memory")
     if m:

@@ -147,3 +147,61 @@ def test_url_from_parts_is_the_url_of_the_query(base, use_async):
         got = client.url(Payload(2, lookup, {}))
         assert got == expected and str(got) == str(expected)
         assert got.host == expected.host and got.port == expected.port and got.raw_query_string == query
+
+
+# -- the first chunk in two pieces ---------------------------------------------------------------
+
+def test_first_chunk_in_two_pieces_prepares_the_same_rows(tmp_path, monkeypatch):
+    import batch_updater.prepare as prepare
+    from batch_updater.columns import resolve_headers
+    from batch_updater.reader import open_input
+
+    path = tmp_path / "customers.csv"
+    lines = ["identifierValue,firstName,commChannels.email.value"]
+    for i in range(2500):
+        email = "bad@" if i % 97 == 0 else f"c{i}@example.com"
+        lines.append("," if i % 211 == 0 else f"9198{i:08d},First{i},{email}")
+    path.write_text("\n".join(lines) + "\n")
+    config = load_config(None, overrides={"api.base_url": "http://127.0.0.1:9", "api.username": "u",
+                                          "input.chunk_rows": 2000}, environ={"BATCH_UPDATER_PASSWORD": "p"})
+
+    def prepared(first_piece: int) -> list:
+        monkeypatch.setattr(prepare, "FIRST_PIECE_ROWS", first_piece)
+        source = open_input(path, config.input)
+        plan = resolve_headers(source.headers, dict(config.columns), str(source.path))
+        return list(prepare.prepare_chunks(source, plan, config))
+
+    whole, pieces = prepared(10**9), prepared(300)
+    assert len(whole) == 2 and len(pieces) == 3
+    assert [p for c in pieces for p in c.payloads] == [p for c in whole for p in c.payloads]
+    def by_row(chunks): return sorted((o for c in chunks for o in c.outcomes), key=lambda o: o.row)
+    assert by_row(pieces) == by_row(whole) and by_row(whole)
+    assert pieces[0].payloads[-1].row < pieces[1].payloads[0].row
+
+
+# -- a worker that fails on a bug halts the pool instead of hanging the submitter ----------------
+
+async def test_a_worker_bug_halts_the_run_instead_of_hanging_it():
+    from batch_updater.pool import WorkerPool
+
+    class BrokenLimiter:  # no try_acquire: every worker fails on its first row
+        def succeeded(self) -> None: ...
+
+    class Client:
+        async def send(self, payload, pace=None):
+            pace()
+            raise AssertionError("unreachable")
+
+    config = load_config(None, overrides={"api.base_url": "http://127.0.0.1:9", "api.username": "u",
+                                          "limits.concurrency": 2}, environ={"BATCH_UPDATER_PASSWORD": "p"})
+    pool = WorkerPool(Client(), BrokenLimiter(), config.limits, lambda outcome: None)
+    pool.start()
+
+    async def feed() -> None:
+        for i in range(100):  # far more than the queue holds
+            await pool.submit(Payload(i + 2, Lookup("INSTORE", "mobile", f"9198{i:08d}", None), {}))
+        await pool.finish()
+
+    with pytest.raises(AttributeError):
+        await asyncio.wait_for(feed(), timeout=5)
+    assert pool.abort_reason.startswith("internal error in a worker: AttributeError")
