@@ -174,17 +174,23 @@ class CsvInput:
         """Row 1, checked, by Python's csv module."""
         with _large_fields(), self._open_text() as handle:
             records = csv.reader(handle, delimiter=self.delimiter)
-            try:
+            with self._reading(records):
                 header = next(records, None)
                 self._check_header(header, records.line_num)
-            except UnicodeDecodeError:
-                raise self._bad_text() from None
-            except csv.Error as exc:
-                raise InputError(f"{self.path}: line {records.line_num}: cannot read this CSV line"
-                                 f" ({exc}); check its quoting, or pass --delimiter") from None
-            except (OSError, EOFError) as exc:
-                raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
         return [restore(cell.strip()) for cell in header]
+
+    @contextmanager
+    def _reading(self, records):
+        """One line for whatever goes wrong while Python's csv module reads the file."""
+        try:
+            yield
+        except UnicodeDecodeError:
+            raise self._bad_text() from None
+        except csv.Error as exc:
+            raise InputError(f"{self.path}: line {records.line_num}: cannot read this CSV line"
+                             f" ({exc}); check its quoting, or pass --delimiter") from None
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
 
     def _shape_by_bytes(self) -> tuple[int, int, bool] | None:
         """(widest row, data rows, whether a csvsafe apostrophe may occur) from the bytes of a
@@ -235,7 +241,7 @@ class CsvInput:
         """The widest row and the number of data rows, by Python's csv module."""
         with _large_fields(), self._open_text() as handle:
             records = csv.reader(handle, delimiter=self.delimiter)
-            try:
+            with self._reading(records):
                 next(records, None)
                 rows, record, start, end = 0, None, 1, records.line_num
                 for record in records:
@@ -243,13 +249,6 @@ class CsvInput:
                     if len(record) > width:
                         width = len(record)
                     start, end = end + 1, records.line_num
-            except UnicodeDecodeError:
-                raise self._bad_text() from None
-            except csv.Error as exc:
-                raise InputError(f"{self.path}: line {records.line_num}: cannot read this CSV line"
-                                 f" ({exc}); check its quoting, or pass --delimiter") from None
-            except (OSError, EOFError) as exc:
-                raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
         # Only a quoted cell holds a line break, and one never closed ends the file with one.
         if record and record[-1].endswith(("\n", "\r")) and self._runs_to_the_end(start):
             raise InputError(f"{self.path}: row {rows + 1} (line {start}): a quote (\") opens a cell"
