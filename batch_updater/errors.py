@@ -8,8 +8,9 @@ raises, and the CLI maps these to exit codes in one place::
     ├── ConfigError              bad config file, option or environment variable
     ├── InputError               unreadable input file, bad header, too many invalid rows
     ├── JobLocked                another process runs the same job
-    ├── RunAborted               exit 3: auth failure, API down, error threshold
-    └── RunStopped               exit 4: signal or --max-runtime; resumable
+    └── RunAborted               exit 3: auth failure, API down, reports not writable
+
+A run stopped by a signal or --max-runtime is no exception: its summary says exit 4.
 """
 
 from __future__ import annotations
@@ -41,7 +42,3 @@ class JobLocked(BatchUpdaterError):
 
 class RunAborted(BatchUpdaterError):
     exit_code = 3
-
-
-class RunStopped(BatchUpdaterError):
-    exit_code = 4

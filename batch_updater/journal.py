@@ -111,9 +111,6 @@ class Journal:
             (first_row, last_row, IN_FLIGHT))
         return {values[0]: _outcome(values) for values in found}
 
-    def counts(self) -> dict[str, int]:
-        return dict(self._query("SELECT status, COUNT(*) FROM outcome GROUP BY status"))
-
     def set_meta(self, **values: str) -> None:
         with self._db:
             self._db.execute("BEGIN")
