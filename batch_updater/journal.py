@@ -7,6 +7,12 @@ cheaper, which matters at one per row). Final outcomes go to SQLite in group com
 least every FLUSH_SECONDS. On opening, rows of the log without a final outcome become
 `in_flight` rows: resume sends them again (the update is idempotent) as in doubt.
 Reports are built from here.
+
+Rows skipped in bulk (unchanged since the last sync: most rows of a nightly export) are
+kept as runs, a record per run of consecutive rows rather than per row, so they cost the
+journal next to nothing. A run covers every row of the job's input from its first row
+to its last (a shard's input skips the rows of other shards, which its journal never
+holds). A row is in the outcome table or in a run, never both.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import os
 import sqlite3
 import struct
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable
 
 from .outcomes import RowOutcome, Stage, Status
 
@@ -36,7 +42,11 @@ CREATE TABLE IF NOT EXISTS outcome (
     in_doubt INTEGER
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS skipped_run (
+    first_row INTEGER PRIMARY KEY, last_row INTEGER NOT NULL, message TEXT NOT NULL
+);
 """
+_SKIPPED = Status.SKIPPED.value
 
 
 class Journal:
@@ -48,6 +58,7 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._pending: list[tuple] = []
+        self._pending_runs: list[tuple[int, int, str]] = []
         self._log_path = self.path.with_name(self.path.name + ".inflight")
         self._absorb_in_flight_log()
         self._log = InFlightLog(self._log_path)
@@ -64,6 +75,13 @@ class Journal:
             outcome.code, outcome.message, outcome.http_status, outcome.attempts,
             outcome.customer_id, outcome.warnings, outcome.identifier, int(outcome.in_doubt)))
         if len(self._pending) >= FLUSH_ROWS:
+            self.flush()
+
+    def record_skipped(self, runs: Iterable[tuple[int, int]], message: str) -> None:
+        """Runs (first_row, last_row) of rows skipped for one reason, none of them with a
+        final outcome yet (a row an earlier run left in flight may be among them)."""
+        self._pending_runs.extend((first, last, message) for first, last in runs)
+        if len(self._pending_runs) >= FLUSH_ROWS:
             self.flush()
 
     def mark_in_flight(self, row: int) -> None:
@@ -87,11 +105,16 @@ class Journal:
 
     def flush(self) -> None:
         rows, self._pending = self._pending, []
-        if not rows:
+        runs, self._pending_runs = self._pending_runs, []
+        if not rows and not runs:
             return
         self._db.execute("BEGIN")
         try:
             self._db.executemany(_INSERT, rows)
+            self._db.executemany("INSERT OR REPLACE INTO skipped_run (first_row, last_row, message)"
+                                 " VALUES (?, ?, ?)", runs)
+            self._db.executemany("DELETE FROM outcome WHERE row BETWEEN ? AND ? AND status = ?",
+                                 [(first, last, IN_FLIGHT) for first, last, _ in runs])
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -101,9 +124,21 @@ class Journal:
         return self._db.execute(sql, parameters).fetchall()
 
     def states(self, first_row: int, last_row: int) -> dict[int, str]:
-        """Each journaled row's status (a final one, or in flight) in a row range."""
-        return dict(self._query("SELECT row, status FROM outcome WHERE row BETWEEN ? AND ?",
-                                (first_row, last_row)))
+        """Each journaled row's status (a final one, or in flight) in a row range (the rows
+        of runs too: what a shard's input does not hold is never asked for)."""
+        found = dict(self._query("SELECT row, status FROM outcome WHERE row BETWEEN ? AND ?",
+                                 (first_row, last_row)))
+        for first, last, _ in self.skipped_runs(first_row, last_row):
+            found.update(dict.fromkeys(range(max(first, first_row), min(last, last_row) + 1), _SKIPPED))
+        return found
+
+    def skipped_runs(self, first_row: int, last_row: int) -> list[tuple[int, int, str]]:
+        """The runs that share a row with a row range, in order (runs never overlap, so
+        the one that starts last before the range is the only one that can reach in)."""
+        return self._query(
+            "SELECT first_row, last_row, message FROM skipped_run WHERE first_row <= ?2 AND first_row >="
+            " COALESCE((SELECT MAX(first_row) FROM skipped_run WHERE first_row <= ?1), ?1)"
+            " AND last_row >= ?1 ORDER BY first_row", (first_row, last_row))
 
     def outcomes(self, first_row: int, last_row: int) -> dict[int, RowOutcome]:
         found = self._query(
@@ -196,10 +231,3 @@ def _outcome(values: tuple) -> RowOutcome:
     return RowOutcome(row, _STATUSES[status], _STAGES.get(stage), code or "",
                       message or "", http_status, attempts or 0, customer_id or "",
                       warnings or "", identifier or "", bool(in_doubt))
-
-
-def iter_outcomes(journal: Journal, rows: Sequence[int]) -> Iterator[tuple[int, RowOutcome | None]]:
-    """Each row (ascending numbers) with its final outcome, or None."""
-    found = journal.outcomes(rows[0], rows[-1]) if len(rows) else {}
-    for row in rows:
-        yield row, found.get(row)

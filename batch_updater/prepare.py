@@ -43,6 +43,8 @@ class Prepared:
     """One chunk after validation and mapping."""
     payloads: list[Payload]
     outcomes: list[RowOutcome]  # rows settled without a request (invalid, blank, held back)
+    rows: Sequence[int] = ()    # the chunk's rows, in file order
+    unchanged: np.ndarray | None = None  # per row: acknowledged before as it is (settled in bulk)
 
 
 @dataclass
@@ -101,7 +103,7 @@ class ChunkPreparer:
             unchanged = changes.unchanged(keys, digests) & filled
             # A row the API acknowledged exactly as it is passed validation then: skip it now.
             canonical = canonical[~unchanged] if unchanged.any() else canonical
-        problems = self.validator.problems(canonical)
+        problems = self.validator.problems(canonical) if len(canonical) else {}
         _hostile_cells(problems, chunk.rows, self.names, columns)
         last_named = max(self.positions)
         for position, column in zip(self.unnamed, unnamed):
@@ -110,7 +112,7 @@ class ChunkPreparer:
         if problems and blank.any():
             for row in np.asarray(chunk.rows)[blank].tolist():
                 problems.pop(row, None)
-        if unchanged is not None and unchanged.any():
+        if problems and unchanged is not None and unchanged.any():
             for row in np.asarray(chunk.rows)[unchanged].tolist():
                 problems.pop(row, None)
         return Checked(chunk.rows, columns, blank, problems, unchanged, keys, digests)
@@ -118,42 +120,55 @@ class ChunkPreparer:
     def prepare(self, chunk: Chunk, duplicates: Decisions | None = None,
                 changes: ChangeFilter | None = None) -> Prepared:
         checked = self.check(chunk, changes)
+        rows, columns = checked.rows, checked.columns
+        numbers = np.asarray(rows)
+        unchanged = checked.unchanged if checked.unchanged is not None else np.zeros(len(rows), dtype=bool)
+        outcomes = [RowOutcome(row, Status.SKIPPED, message="blank row")
+                    for row in numbers[checked.blank].tolist()]
+        outcomes += self._held_back(checked, duplicates, unchanged)
+        prepared = Prepared([], outcomes, rows, checked.unchanged)
+        send = ~unchanged  # every row is sent, settled by an outcome, or unchanged
+        if outcomes:
+            send &= ~np.isin(numbers, [outcome.row for outcome in outcomes])
+        if not send.any():
+            return prepared
+        valid_rows = numbers[send].tolist()
+        if not send.all():
+            keep = send.tolist()
+            columns = [list(compress(column, keep)) for column in columns]
+        if changes is not None:
+            changes.sending(valid_rows, checked.keys[send], checked.digests[send])
+        prepared.payloads = self.mapper.payloads(valid_rows, columns)
+        return prepared
+
+    def _held_back(self, checked: Checked, duplicates: Decisions | None,
+                   unchanged: np.ndarray) -> list[RowOutcome]:
+        """Outcomes of the rows the duplicates policy holds back and of invalid rows (a
+        row `reject` holds back joins `problems`)."""
         rows, columns, problems = checked.rows, checked.columns, checked.problems
         identifiers = columns[self.identifier]
         index_of = _indexer(rows)
-        outcomes = [RowOutcome(row, Status.SKIPPED, message="blank row")
-                    for row in np.asarray(rows)[checked.blank].tolist()]
-        unchanged = (set(np.asarray(rows)[checked.unchanged].tolist())
-                     if checked.unchanged is not None else set())
-        outcomes += [RowOutcome(row, Status.SKIPPED, message=UNCHANGED,
-                                identifier=identifiers[index_of(row)]) for row in sorted(unchanged)]
-        held = set(problems) | unchanged
-        for decision in (duplicates.within(rows) if duplicates else []):
-            if decision.row in unchanged:
-                continue
-            if decision.row in held and not decision.reject:
-                continue  # invalid rows never take part in `last`
-            lookup = self.mapper.lookups([[c[index_of(decision.row)]] for c in columns])[0]
-            message = decision.message(f"{lookup.identifier_name} {lookup.identifier_value}")
-            if decision.reject:
-                problems[decision.row] = "; ".join(filter(None, (problems.get(decision.row), message)))
-            else:
-                outcomes.append(RowOutcome(decision.row, Status.SKIPPED, message=message,
-                                           identifier=lookup.identifier_value))
-            held.add(decision.row)
+        outcomes = []
+        if duplicates:
+            skip = set(np.asarray(rows)[unchanged].tolist())
+            held = set(problems)
+            for decision in duplicates.within(rows):
+                if decision.row in skip:
+                    continue
+                if decision.row in held and not decision.reject:
+                    continue  # invalid rows never take part in `last`
+                lookup = self.mapper.lookups([[c[index_of(decision.row)]] for c in columns])[0]
+                message = decision.message(f"{lookup.identifier_name} {lookup.identifier_value}")
+                if decision.reject:
+                    problems[decision.row] = "; ".join(filter(None, (problems.get(decision.row), message)))
+                else:
+                    outcomes.append(RowOutcome(decision.row, Status.SKIPPED, message=message,
+                                               identifier=lookup.identifier_value))
+                held.add(decision.row)
         outcomes += [RowOutcome(row, Status.ERROR, Stage.VALIDATION, "", message,
                                 identifier=identifiers[index_of(row)])
                      for row, message in problems.items()]
-        held.update(row for row in np.asarray(rows)[checked.blank].tolist())
-        keep = [row not in held for row in rows] if held else [True] * len(rows)
-        if held:
-            columns = [list(compress(column, keep)) for column in columns]
-        valid_rows = list(compress(rows, keep))
-        if not valid_rows:
-            return Prepared([], outcomes)
-        if changes is not None:
-            changes.sending(valid_rows, checked.keys[keep], checked.digests[keep])
-        return Prepared(self.mapper.payloads(valid_rows, columns), outcomes)
+        return outcomes
 
     def keys(self, checked: Checked, wanted: np.ndarray) -> tuple[list[int], list[str]]:
         """The customer keys of the rows where `wanted` holds (for the duplicates pre-pass)."""

@@ -20,12 +20,14 @@ import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterable, Mapping
+from typing import Collection, Iterable, Mapping, Sequence
+
+import numpy as np
 
 from .columns import REPORT_COLUMN_PREFIX, canonical_name
 from .csvsafe import neutralise, neutralise_rows, restore
 from .masking import mask_identifier, mask_text
-from .journal import Journal, iter_outcomes
+from .journal import Journal
 from .outcomes import RowOutcome, Stage, Status
 from .reader import Chunk
 
@@ -85,16 +87,13 @@ def write_reports(paths: ReportPaths, headers: list[str], chunks: Iterable[Chunk
     try:
         with open_private(paths.success) as s, open_private(paths.errors) as e, \
                 open_private(paths.skipped) as k:
-            success, errors, skipped = csv.writer(s), csv.writer(e), csv.writer(k)
-            success.writerow(SUCCESS_COLUMNS + input_headers)
-            errors.writerow(input_headers + ERROR_COLUMNS)
-            skipped.writerow(SKIPPED_COLUMNS + input_headers)
+            writer = _Writer(csv.writer(s), csv.writer(e), csv.writer(k), masked, counts, not_sent_message)
+            writer.success.writerow(SUCCESS_COLUMNS + input_headers)
+            writer.errors.writerow(input_headers + ERROR_COLUMNS)
+            writer.skipped.writerow(SKIPPED_COLUMNS + input_headers)
             for chunk in chunks:
-                values = neutralise_rows(chunk.frame.to_numpy(dtype=object)[:, keep])
-                for (row, outcome), cells in zip(iter_outcomes(journal, chunk.rows), values):
-                    outcome = outcome or RowOutcome(row, Status.ERROR, Stage.NOT_SENT, "", not_sent_message)
-                    _write_row(outcome, cells, success, errors, skipped, masked)
-                    _count(counts, outcome)
+                if len(chunk.rows):
+                    writer.chunk(chunk.rows, neutralise_rows(chunk.frame.to_numpy(dtype=object)[:, keep]), journal)
     except OSError:
         for path in (paths.success, paths.errors, paths.skipped):
             try:
@@ -130,23 +129,64 @@ def write_failure_message(folder: Path, exc: OSError) -> str:
     return f"cannot write the reports in {folder} ({reason}); fix that, then {rerun}"
 
 
-def _write_row(o: RowOutcome, cells: list, success, errors, skipped, masked: list[int]) -> None:
-    """`cells`: the input cells, already neutralised (neutralise_rows)."""
-    if o.status is Status.ERROR:
-        errors.writerow(cells + [o.row, o.stage.value if o.stage else "", neutralise(o.code),
-                                 neutralise(o.message), o.http_status or "", o.attempts])
-        return
-    identifier, message, warnings = o.identifier, o.message, o.warnings
-    if masked:
-        for n in masked:
+class _Writer:
+    """Each row of a chunk into the report its outcome names, and counted."""
+
+    def __init__(self, success, errors, skipped, masked: list[int], counts: ReportCounts,
+                 not_sent_message: str):
+        self.success, self.errors, self.skipped = success, errors, skipped
+        self.masked = masked
+        self.counts = counts
+        self.not_sent_message = not_sent_message
+
+    def chunk(self, rows: Sequence[int], values: list[list], journal: Journal) -> None:
+        """`values`: the rows' input cells, already neutralised (neutralise_rows)."""
+        found = journal.outcomes(rows[0], rows[-1])
+        numbers = np.asarray(rows)
+        done = 0
+        for first, last, reason in journal.skipped_runs(rows[0], rows[-1]):
+            start, end = np.searchsorted(numbers, [first, last + 1]).tolist()
+            self.rows(rows[done:start], values[done:start], found)
+            self.skipped_run(rows[start:end], values[start:end], reason)
+            done = end
+        self.rows(rows[done:], values[done:], found)
+
+    def rows(self, rows: Sequence[int], values: list[list], found: dict[int, RowOutcome]) -> None:
+        for row, cells in zip(rows, values):
+            outcome = found.get(row) or RowOutcome(row, Status.ERROR, Stage.NOT_SENT, "", self.not_sent_message)
+            self.row(outcome, cells)
+            _count(self.counts, outcome)
+
+    def skipped_run(self, rows: Sequence[int], values: list[list], reason: str) -> None:
+        """Rows skipped alike (a run in the journal): one write call, no object per row."""
+        if self.masked:
+            for cells in values:
+                self.mask(cells)
+            reason = mask_text(reason)
+        reason = neutralise(reason)
+        self.skipped.writerows([row, reason, *cells] for row, cells in zip(rows, values))
+        self.counts.rows += len(rows)
+        self.counts.skipped += len(rows)
+
+    def row(self, o: RowOutcome, cells: list) -> None:
+        if o.status is Status.ERROR:
+            self.errors.writerow(cells + [o.row, o.stage.value if o.stage else "", neutralise(o.code),
+                                          neutralise(o.message), o.http_status or "", o.attempts])
+            return
+        identifier, message, warnings = o.identifier, o.message, o.warnings
+        if self.masked:
+            self.mask(cells)
+            identifier, message, warnings = mask_identifier(identifier), mask_text(message), mask_text(warnings)
+        if o.status is Status.SUCCESS:
+            self.success.writerow([o.row, neutralise(identifier), neutralise(o.customer_id), o.http_status,
+                                   o.attempts, neutralise(warnings)] + cells)
+        else:
+            self.skipped.writerow([o.row, neutralise(message)] + cells)
+
+    def mask(self, cells: list) -> None:
+        for n in self.masked:
             if isinstance(cells[n], str):
                 cells[n] = neutralise(mask_identifier(restore(cells[n])))
-        identifier, message, warnings = mask_identifier(identifier), mask_text(message), mask_text(warnings)
-    if o.status is Status.SUCCESS:
-        success.writerow([o.row, neutralise(identifier), neutralise(o.customer_id), o.http_status,
-                          o.attempts, neutralise(warnings)] + cells)
-    else:
-        skipped.writerow([o.row, neutralise(message)] + cells)
 
 
 def _count(counts: ReportCounts, o: RowOutcome) -> None:

@@ -16,13 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import orjson
 
 from .columns import ColumnPlan, resolve_headers
 from .config import Config
 from .errors import InputError, RunAborted
 from .jobs import Job, job_folder, job_identity, open_job
-from .changes import ChangeFilter, SyncState
+from .changes import UNCHANGED, ChangeFilter, SyncState
 from .journal import FINAL, FLUSH_SECONDS, IN_FLIGHT, Journal
 from .outcomes import RowOutcome, Status
 from .mapping import Payload
@@ -234,9 +235,14 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
         while not pool.halted and (prepared := await upcoming) is not None:
             # the next chunk is validated and mapped while this one is sent (no stall between chunks)
             upcoming = asyncio.ensure_future(_next_in_thread(chunks))
+            states = journal.states(prepared.rows[0], prepared.rows[-1]) if len(prepared.rows) else {}
             for outcome in prepared.outcomes:
-                settle(outcome)
-            for payload in _unfinished(prepared.payloads, journal, in_doubt_rows, watch.progress):
+                if states.get(outcome.row) in FINAL:
+                    watch.progress.done += 1  # an earlier run of the job settled it: it keeps that
+                else:
+                    settle(outcome)
+            _skip_unchanged(prepared, states, journal, watch.progress)
+            for payload in _unfinished(prepared.payloads, states, in_doubt_rows, watch.progress):
                 if pool.halted:
                     break
                 await pool.submit(payload)
@@ -259,12 +265,9 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
             "sending_seconds": elapsed}
 
 
-def _unfinished(payloads: list[Payload], journal: Journal, in_doubt_rows: set[int],
+def _unfinished(payloads: list[Payload], states: dict[int, str], in_doubt_rows: set[int],
                 progress: Progress) -> Iterator[Payload]:
     """Skip rows an earlier run of the job settled; note those it left in flight."""
-    if not payloads:
-        return
-    states = journal.states(payloads[0].row, payloads[-1].row)
     for payload in payloads:
         state = states.get(payload.row)
         if state in FINAL:
@@ -273,6 +276,25 @@ def _unfinished(payloads: list[Payload], journal: Journal, in_doubt_rows: set[in
         if state == IN_FLIGHT:
             in_doubt_rows.add(payload.row)
         yield payload
+
+
+def _skip_unchanged(prepared: Prepared, states: dict[int, str], journal: Journal,
+                    progress: Progress) -> None:
+    """Journal the chunk's unchanged rows as runs of consecutive rows (most rows of a
+    nightly export: a record per row would cost more than everything else they need)."""
+    unchanged = prepared.unchanged
+    if unchanged is None or not unchanged.any():
+        return
+    if states:  # resumed: a row an earlier run settled keeps its outcome
+        unchanged = unchanged & np.fromiter((states.get(row) not in FINAL for row in prepared.rows),
+                                            dtype=bool, count=len(unchanged))
+    numbers = np.asarray(prepared.rows)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], unchanged.view(np.int8), [0]))))
+    starts, ends = edges[::2], edges[1::2] - 1  # positions of each run's first and last row
+    journal.record_skipped(zip(numbers[starts].tolist(), numbers[ends].tolist()), UNCHANGED)
+    skipped = int(unchanged.sum())
+    progress.done += skipped
+    progress.skipped += skipped
 
 
 def _on_stop_signals(loop: asyncio.AbstractEventLoop, pool) -> Callable[[], None]:
