@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pandas as pd
 from click.testing import CliRunner
 
@@ -164,3 +166,23 @@ def test_run_of_rows_boundaries_match_the_unchanged_mask():
                    if first <= row <= last]
         assert covered == [row for row, unchanged in zip(rows, mask) if unchanged]
         assert progress.skipped == int(mask.sum())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.text(max_size=6), st.just(float("nan"))), min_size=2, max_size=2),
+                min_size=1, max_size=6),
+       st.sampled_from(["same", "unchanged, again", 'a "quoted" reason']))
+def test_a_run_written_as_joined_lines_reads_as_the_csv_module_writes_it(cells, reason):
+    import csv
+    import io
+
+    from batch_updater.csvsafe import neutralise
+    from batch_updater.reports import ReportCounts, _Writer
+
+    rows = list(range(2, 2 + len(cells)))
+    handle = io.StringIO()
+    _Writer(io.StringIO(), io.StringIO(), handle, [], ReportCounts(), "").skipped_run(
+        rows, [list(c) for c in cells], reason)
+    expected = io.StringIO()
+    csv.writer(expected).writerows([row, neutralise(reason), *c] for row, c in zip(rows, cells))
+    assert handle.getvalue() == expected.getvalue()
