@@ -220,6 +220,8 @@ class OAuthToken:
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise RunAborted(untrusted_certificate(exc)) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise TokenUnavailable(f"cannot get an OAuth token from {url}: {_network_message(exc)}") from None
         data = _json_object(raw) or {}
@@ -346,6 +348,8 @@ class ApiClient:
                 body = await response.read()
                 return classify(response.status, body, response.headers.get("Content-Type", ""),
                                 response.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorCertificateError as exc:  # no row can get past it
+            raise RunAborted(untrusted_certificate(exc)) from None
         except aiohttp.ConnectionTimeoutError as exc:  # before asyncio.TimeoutError: a subclass
             return Attempt(Verdict.NETWORK, message=f"not sent: {_network_message(exc)}")
         except aiohttp.ClientConnectorError as exc:
@@ -357,6 +361,14 @@ class ApiClient:
         except (aiohttp.ClientError, OSError) as exc:
             # The request was written (or partly written) and no full answer came back.
             return _in_doubt(_network_message(exc))
+
+
+def untrusted_certificate(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    """The run stops at the first TLS handshake that fails verification (nothing was sent)."""
+    reason = getattr(exc.certificate_error, "verify_message", None) or str(exc.certificate_error)
+    return (f"the API's TLS certificate ({exc.host}) is not trusted: {reason}. If a private CA or a"
+            " TLS-inspecting proxy signs it, trust its CA certificates with --ca-bundle FILE"
+            " ([api] ca_bundle); nothing was sent")
 
 
 def _in_doubt(what: str) -> Attempt:

@@ -143,12 +143,17 @@ def test_a_missing_or_unreadable_ca_bundle_is_a_config_error(tmp_path):
 
 # --- Over HTTPS ---------------------------------------------------------------------------
 
-def test_a_self_signed_api_is_refused_by_default(tmp_path, https_sandbox):
-    result = run_cli(tmp_path, https_sandbox.url)
-    assert result.exit_code == 1, result.output
-    [error] = read_report(json.loads(result.stdout)["reports"]["errors"])
-    assert error["_stage"] == "network"
-    assert "certificate verify failed" in error["_message"]
+@pytest.mark.parametrize("auth", [{}, {"auth": "oauth", "username": "demo-key"}])
+def test_a_self_signed_api_stops_the_run_at_once_with_the_ca_bundle_hint(tmp_path, https_sandbox, auth):
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(50)])
+    config = config_file(tmp_path, https_sandbox.url, **auth)
+    result = CliRunner().invoke(main, ["run", str(source), "--config", str(config), "--json"])
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout)
+    assert summary["reason"].startswith("the API's TLS certificate (127.0.0.1) is not trusted: ")
+    assert "certificate" in summary["reason"] and "--ca-bundle FILE" in summary["reason"]
+    assert (summary["not_sent"], summary["requests"]) == (50, 0)
+    assert summary["reason"] in result.stderr and "Traceback" not in result.output
     assert customer_puts(https_sandbox) == []
 
 
