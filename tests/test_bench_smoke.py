@@ -40,3 +40,12 @@ def test_every_benchmark_runs_on_tiny_inputs_and_lands_in_one_table(tmp_path):
                    "pacing (10 per 0.3 s rolling window", "peak RSS, full run, 400 rows",
                    "batch-updater --help (median, fresh process)", "validate + map, 2,000 rows"):
         assert figure in table
+
+
+def test_the_only_changed_benchmark_runs_on_a_tiny_file():
+    script = RUN_ALL.parent / "bench_only_changed.py"
+    result = subprocess.run([sys.executable, str(script), "--rows", "2000"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2. same file, --only-changed (all unchanged)" in result.stdout
+    assert "unchanged path" in result.stdout and "5. floor: reading the file alone" in result.stdout
