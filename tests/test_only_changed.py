@@ -118,3 +118,123 @@ def test_the_state_is_per_api_host(tmp_path, sandbox_server):
     (tmp_path / "two").mkdir()
     config_two = write_config(tmp_path / "two", two.url, output={"dir": str(tmp_path / "out")})
     assert _run(str(source), "--config", str(config_two), "--only-changed")["requests"] == 5
+
+
+# --- The fast path (changes.py): same keys, digests and decisions as the first version ---
+
+import random  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from batch_updater.changes import LOOKUP_NAMES, ChangeFilter, Fingerprints, SyncState  # noqa: E402
+
+
+def _fingerprint_config(source="INSTORE", account_id=None, identifier_name="mobile"):
+    api = SimpleNamespace(base_url="https://eu.api.example.com/", source=source, account_id=account_id,
+                          identifier_name=identifier_name, use_async=False)
+    return SimpleNamespace(api=api, input="InputSettings(delimiter=',')")
+
+
+def test_keys_and_digests_are_those_existing_stores_hold():
+    # Pinned from the first (pandas DataFrame) implementation: a store written by it must still match.
+    names = ["identifierValue", "firstName", "extendedFields.city"]
+    columns = [["919800000001", "Ab@Example.COM", "", "919800000001", "ÇA-ñ"],
+               ["Asha", "", "Émile", "Asha", "x"],
+               ["Mysuru", "Mysuru", "", "Mysuru", "Pune"]]
+    fingerprints = Fingerprints(names, _fingerprint_config())
+    keys, digests = fingerprints.of(columns)
+    assert keys.tolist() == [8189717360728996505, -3578443139360586776, 1557305225672440542,
+                             8189717360728996505, -8653225242102916016]
+    assert digests.tolist() == [-8134272509531767486, 665983662935208760, 3727896763491568371,
+                                -8134272509531767486, -3964124844355827834]
+    every = ["source", "accountId", "identifierName", "identifierValue", "firstName"]
+    columns = [["instore", "", "WeChat", "INSTORE"], ["", "acc-1", "ACC-1", ""],
+               ["", "EMAIL", "mobile", "Mobile"], ["9198", "a@b.CO", "9198", "9198"], ["A", "B", "", "A"]]
+    keys, digests = Fingerprints(every, _fingerprint_config(account_id="acc-9", identifier_name="email")).of(columns)
+    assert keys.tolist() == [-1521454870157921035, -3529049184643024756, -4848897740093486964,
+                             -171280404110681339]
+    assert digests.tolist() == [-5089503673543605297, -7128953350770184090, -7793505556547705668,
+                                -3698246331288774411]
+    assert fingerprints.key_of("mobile", "919800000001") == 8189717360728996505
+    assert fingerprints.key_of("EMAIL", "A@b.com", "wechat", "X1") == -7504447360460940721
+
+
+def _reference_of(fingerprints, names, columns):
+    """The first implementation, verbatim in effect: DataFrames and hash_pandas_object."""
+    frame = pd.DataFrame(dict(zip(names, columns)), dtype=object)
+    digests = pd.util.hash_pandas_object(frame, index=False, hash_key=fingerprints._digest_salt)
+    parts = {}
+    for name in LOOKUP_NAMES:
+        column = frame[name] if name in frame else pd.Series("", index=frame.index, dtype=object)
+        if name != "identifierValue":
+            column = column.where(column != "", fingerprints._defaults.get(name, ""))
+        parts[name] = column.str.upper() if name == "source" else column.str.lower()
+    keys = pd.util.hash_pandas_object(pd.DataFrame(parts, dtype=object), index=False,
+                                      hash_key=fingerprints._key_salt)
+    return keys.to_numpy().view(np.int64), digests.to_numpy().view(np.int64)
+
+
+def _random_cell(rng: random.Random) -> str:
+    return rng.choice(["", "", "a", "A", "Pune", "pUNE", "ß", "İstanbul", "ǅ", "ﬁ", "€1", "919800000001",
+                       "x" * 40, "instore", "WeChat", "mobile", "EMAIL", "acc-1", "😀", "\t"])
+
+
+def test_fingerprints_match_the_first_implementation_on_random_chunks():
+    rng = random.Random(8)
+    for case in range(60):
+        names = rng.sample(list(LOOKUP_NAMES) + ["firstName", "lastName", "extendedFields.city"], rng.randint(1, 6))
+        if "identifierValue" not in names and rng.random() < 0.7:
+            names.append("identifierValue")
+        rows = rng.choice([0, 1, 3, 50, 400])
+        columns = [[_random_cell(rng) for _ in range(rows)] for _ in names]
+        config = _fingerprint_config(source=rng.choice(["INSTORE", "wechat"]),
+                                     account_id=rng.choice([None, "", "Acc-9"]),
+                                     identifier_name=rng.choice(["mobile", "EMAIL"]))
+        fingerprints = Fingerprints(names, config)
+        keys, digests = fingerprints.of(columns)
+        want_keys, want_digests = _reference_of(fingerprints, names, columns)
+        assert keys.dtype == digests.dtype == np.int64 and keys.shape == digests.shape == (rows,)
+        assert keys.tolist() == want_keys.tolist(), (case, names)
+        assert digests.tolist() == want_digests.tolist(), (case, names)
+
+
+def _reference_unchanged(stored: dict, sent: set, keys, digests) -> list[bool]:
+    result = []
+    for key, digest in zip(keys.tolist(), digests.tolist()):
+        result.append(key not in sent and stored.get(key) == digest)
+        if not result[-1]:
+            sent.add(key)
+    return result
+
+
+def test_unchanged_decides_as_the_row_by_row_rule(tmp_path):
+    rng = np.random.default_rng(8)
+    customers = rng.integers(-2**63, 2**63 - 1, size=300, dtype=np.int64)
+    customers[:2] = [-2**63, 2**63 - 1]      # the ends of the key space are keys too
+    acknowledged = rng.integers(0, 3, size=len(customers), dtype=np.int64)
+    with SyncState(tmp_path / "state.sqlite3") as state:
+        for key, digest in zip(customers[:200].tolist(), acknowledged[:200].tolist()):
+            state.remember(key, digest)
+        state.flush()
+        stored = dict(zip(customers[:200].tolist(), acknowledged[:200].tolist()))
+        changes, sent = ChangeFilter(state, only_changed=True), set()
+        for size in (0, 1, 7, 500, 500, 2000):
+            keys = rng.choice(customers, size=size)      # repeats: later rows of a customer
+            digests = rng.integers(0, 3, size=size, dtype=np.int64)
+            got = changes.unchanged(keys, digests)
+            assert got.dtype == bool and got.tolist() == _reference_unchanged(stored, sent, keys, digests)
+        assert not ChangeFilter(state, only_changed=False).unchanged(keys, digests).any()
+
+
+def test_stored_answers_per_key_in_the_order_given(tmp_path):
+    with SyncState(tmp_path / "state.sqlite3") as state:
+        for key, digest in ((-2**63, 5), (0, 2**63 - 1), (2**63 - 1, -2**63)):
+            state.remember(key, digest)
+        state.flush()
+        known, digests = state.stored(np.array([2**63 - 1, 7, -2**63, 0, 7], dtype=np.int64))
+        assert known.tolist() == [True, False, True, True, False]
+        assert digests[known].tolist() == [-2**63, 5, 2**63 - 1]
+        known, digests = state.stored(np.array([], dtype=np.int64))
+        assert known.shape == digests.shape == (0,)
