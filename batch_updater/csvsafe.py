@@ -47,15 +47,16 @@ _first_character = itemgetter(slice(0, 1))
 def neutralise_rows(values):
     """`neutralise` over a 2-D object array of cells (one chunk), a column at a time;
     returns rows as lists."""
-    columns = [_neutralise_column(column) for column in values.T]
+    columns = [neutralise_column(column) for column in values.T]
     if not columns:
         return [[] for _ in range(len(values))]
     return np.column_stack(columns).tolist()
 
 
-def _neutralise_column(column):
-    """Cells are looked at one by one only in a column where some cell starts with a
-    trigger or an apostrophe: telling that costs a set of first characters (C speed)."""
+def neutralise_column(column):
+    """`neutralise` over a column (a sequence of cells), returned as it came when no cell
+    starts with a trigger or an apostrophe, as usual: telling that costs a set of first
+    characters (C speed), not a call per cell."""
     try:
         if _RISKY_FIRST.isdisjoint(map(_first_character, column)):
             return column

@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .changes import UNCHANGED, ChangeFilter, Fingerprints
+from .changes import ChangeFilter, Fingerprints
 from .columns import ColumnPlan
 from .config import Config
 from .duplicates import Decisions, DuplicateScan

@@ -25,7 +25,7 @@ from typing import Collection, Iterable, Mapping, Sequence, TextIO
 import numpy as np
 
 from .columns import REPORT_COLUMN_PREFIX, canonical_name
-from .csvsafe import neutralise, neutralise_rows, restore
+from .csvsafe import neutralise, neutralise_column, neutralise_rows, restore
 from .masking import mask_identifier, mask_text
 from .journal import Journal
 from .outcomes import RowOutcome, Stage, Status
@@ -135,25 +135,48 @@ class _Writer:
     def __init__(self, success: TextIO, errors: TextIO, skipped: TextIO, masked: list[int],
                  counts: ReportCounts, not_sent_message: str):
         self.success, self.errors, self.skipped = csv.writer(success), csv.writer(errors), csv.writer(skipped)
-        self.skipped_file = skipped
+        self.success_file, self.skipped_file = success, skipped
         self.masked = masked
         self.counts = counts
         self.not_sent_message = not_sent_message
 
     def chunk(self, rows: Sequence[int], values: list[list], journal: Journal) -> None:
         """`values`: the rows' input cells, already neutralised (neutralise_rows)."""
-        found = journal.outcomes(rows[0], rows[-1])
         numbers = np.asarray(rows)
+        in_bulk = not self.masked  # masking goes row by row
+        written = self.successes(numbers, values, journal.successes(rows[0], rows[-1])) if in_bulk else set()
+        found = journal.outcomes(rows[0], rows[-1], successes=not in_bulk)
         done = 0
         for first, last, reason in journal.skipped_runs(rows[0], rows[-1]):
             start, end = np.searchsorted(numbers, [first, last + 1]).tolist()
-            self.rows(rows[done:start], values[done:start], found)
+            self.rows(rows[done:start], values[done:start], found, written)
             self.skipped_run(rows[start:end], values[start:end], reason)
             done = end
-        self.rows(rows[done:], values[done:], found)
+        self.rows(rows[done:], values[done:], found, written)
 
-    def rows(self, rows: Sequence[int], values: list[list], found: dict[int, RowOutcome]) -> None:
+    def successes(self, numbers: np.ndarray, values: list[list], records: list[tuple]) -> set[int]:
+        """success.csv's rows of a chunk, in one write; returns their row numbers."""
+        if not records:
+            return set()
+        rows, identifiers, customer_ids, statuses, attempts, warnings, in_doubt = zip(*records)
+        cells = [values[position] for position in np.searchsorted(numbers, rows).tolist()]
+        texts = [neutralise_column(list(column)) for column in (identifiers, customer_ids, warnings)]
+        lines = zip(rows, *texts[:2], statuses, attempts, texts[2], cells)
+        if None not in statuses and _plain(*texts, *cells):
+            self.success_file.write("".join([f"{r},{i},{c},{s},{a},{w},{','.join(x)}\r\n"
+                                             for r, i, c, s, a, w, x in lines]))
+        else:
+            self.success.writerows([r, i, c, s, a, w, *x] for r, i, c, s, a, w, x in lines)
+        self.counts.rows += len(rows)
+        self.counts.success += len(rows)
+        self.counts.in_doubt += sum(in_doubt)
+        return set(rows)
+
+    def rows(self, rows: Sequence[int], values: list[list], found: dict[int, RowOutcome],
+             written: set[int]) -> None:
         for row, cells in zip(rows, values):
+            if row in written:
+                continue
             outcome = found.get(row) or RowOutcome(row, Status.ERROR, Stage.NOT_SENT, "", self.not_sent_message)
             self.row(outcome, cells)
             _count(self.counts, outcome)

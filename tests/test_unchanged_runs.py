@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from batch_updater.cli import main
 from batch_updater.journal import Journal
-from batch_updater.outcomes import RowOutcome, Stage, Status
+from batch_updater.outcomes import RowOutcome, Status
 from batch_updater.reader import Chunk
 from batch_updater.reports import ReportPaths, write_reports
 
@@ -186,3 +186,39 @@ def test_a_run_written_as_joined_lines_reads_as_the_csv_module_writes_it(cells, 
     expected = io.StringIO()
     csv.writer(expected).writerows([row, neutralise(reason), *c] for row, c in zip(rows, cells))
     assert handle.getvalue() == expected.getvalue()
+
+
+_text = st.text(alphabet=st.sampled_from(list("ab1=+-@'\",\n ")), max_size=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["success", "error", "skipped", None]), _text, _text, _text,
+                          st.lists(st.one_of(_text, st.just(float("nan"))), min_size=2, max_size=2)),
+                min_size=1, max_size=8))
+def test_success_rows_written_in_bulk_read_as_the_row_by_row_writer_wrote_them(tmp_path_factory, cases):
+    import csv
+    import io
+
+    from batch_updater.csvsafe import neutralise
+
+    folder = tmp_path_factory.mktemp("bulk")
+    rows = list(range(2, 2 + len(cases)))
+    expected = io.StringIO()
+    with Journal(folder / "journal.sqlite") as journal:
+        for row, (status, identifier, customer_id, warnings, _) in zip(rows, cases):
+            if status:
+                journal.record(RowOutcome(row, Status(status), message="m", http_status=200, attempts=1,
+                                          customer_id=customer_id, warnings=warnings, identifier=identifier,
+                                          in_doubt=row % 2 == 0))
+            if status == "success":
+                csv.writer(expected).writerow([row, neutralise(identifier), neutralise(customer_id), 200, 1,
+                                               neutralise(warnings)] + [neutralise(c) for c in cases[row - 2][4]])
+        journal.flush()
+        frame = pd.DataFrame([c[4] for c in cases], dtype=object)
+        paths = ReportPaths.in_folder(folder)
+        counts = write_reports(paths, ["a", "b"], [Chunk(2, frame)], journal, "not sent")
+    with open(paths.success, newline="", encoding="utf-8") as handle:
+        assert handle.read().split("\r\n", 1)[1] == expected.getvalue()
+    successes = [row for row, case in zip(rows, cases) if case[0] == "success"]
+    assert counts.success == len(successes) and counts.rows == len(cases)
+    assert counts.in_doubt == sum(1 for row, case in zip(rows, cases) if case[0] and row % 2 == 0)
