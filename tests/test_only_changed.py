@@ -238,3 +238,165 @@ def test_stored_answers_per_key_in_the_order_given(tmp_path):
         assert digests[known].tolist() == [-2**63, 5, 2**63 - 1]
         known, digests = state.stored(np.array([], dtype=np.int64))
         assert known.shape == digests.shape == (0,)
+
+
+# --- The store's writes: what is committed when, in which order, from which thread ---
+
+import sqlite3  # noqa: E402
+import threading  # noqa: E402
+
+from batch_updater import changes as changes_module  # noqa: E402
+
+
+def _committed(path) -> dict[int, int]:
+    """What another process would read now (a crash loses nothing committed)."""
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT key, digest FROM synced").fetchall())
+
+
+def test_the_last_call_per_key_wins_within_a_flush(tmp_path):
+    with SyncState(tmp_path / "state.sqlite3") as state:
+        state.remember(1, 10)
+        state.remember(2, 20)
+        state.flush()
+        state.forget_later([1, 2, 3])
+        state.remember(1, 11)           # after its forget: remembered
+        state.record((3, 30))
+        state.forget(3)                 # after its remember: forgotten
+        state.record((4, -2**63))
+        state.record((4, 2**63 - 1))
+        state.flush_all()
+        assert _committed(state.path) == {1: 11, 4: 2**63 - 1}
+
+
+def test_a_forget_is_committed_by_the_next_flush_and_a_recorded_remember_may_wait(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    with SyncState(path) as state:
+        state.remember(1, 10)
+        state.remember(2, 20)
+        state.flush()
+        assert _committed(path) == {1: 10, 2: 20}     # remember() is not kept waiting
+        changes = ChangeFilter(state, only_changed=False)
+        changes.sending([7, 8], np.array([1, 2]), np.array([11, 21]))
+        changes.settled(7, True)                       # 200 before the flush: still forgotten until written
+        state.flush()
+        assert _committed(path) == {}                  # both forgets durable, the remember waits
+        changes.settled(8, False)
+        changes.settled(9, True)                       # a row never sent: nothing
+        state.flush()
+        assert _committed(path) == {}
+    assert _committed(path) == {1: 11}                 # close writes what waited
+
+
+def test_waiting_remembers_are_written_after_so_many_keys_or_seconds(tmp_path, monkeypatch):
+    path = tmp_path / "state.sqlite3"
+    monkeypatch.setattr(changes_module, "REMEMBER_KEYS", 4)   # keys waiting, forgotten ones included
+    with SyncState(path) as state:
+        state.forget_later([1, 2, 3])
+        state.record((1, 10))
+        state.record((2, 20))
+        state.flush()
+        assert _committed(path) == {}
+        state.forget_later([4])
+        state.record((4, 40))
+        state.flush()                                  # 4 keys wait: written (3 is still forgotten)
+        assert _committed(path) == {1: 10, 2: 20, 4: 40}
+        monkeypatch.setattr(changes_module, "REMEMBER_SECONDS", 0.0)
+        state.forget_later([5])
+        state.record((5, 50))
+        state.flush()
+        assert _committed(path) == {1: 10, 2: 20, 4: 40, 5: 50}
+
+
+def test_a_forget_after_a_waiting_remember_wins_and_forget_keys_comes_after_what_was_recorded(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    with SyncState(path) as state:
+        state.forget_later([1, 2])
+        state.record((1, 10))
+        state.record((2, 20))
+        state.flush()
+        state.forget(1)                                # the waiting remember of 1 is never written
+        state.flush()
+        assert state.forget_keys([2]) == 1             # 2's waiting remember went first, then the forget
+        assert _committed(path) == {}
+    assert _committed(path) == {}
+
+
+def test_every_flush_leaves_a_safe_store_and_close_the_exact_one(tmp_path, monkeypatch):
+    """A run's calls, at random: chunks of rows go out (customers repeat), a customer's rows
+    are answered in order (the pool sends one at a time), flushes come in between. After
+    any flush a customer with a row on its way, or whose last answer was not a 200, is not
+    in the store, and any other holds its last acknowledged digest or nothing; after
+    flush_all() it holds exactly that."""
+    rng = random.Random(20261128)
+    path = tmp_path / "state.sqlite3"
+    monkeypatch.setattr(changes_module, "REMEMBER_KEYS", 9)
+    unanswered: dict[int, list[tuple[int, int]]] = {}   # key -> its (row, digest) on their way, in order
+    acknowledged: dict[int, int | None] = {}
+    row = 2
+    with SyncState(path) as state:
+        changes = ChangeFilter(state, only_changed=False)
+        for step in range(4000):
+            choice = rng.random()
+            if choice < 0.15:
+                keys = [rng.randrange(30) for _ in range(rng.randint(1, 6))]
+                digests = [rng.randrange(-2**63, 2**63) for _ in keys]
+                rows = list(range(row, row + len(keys)))
+                row += len(keys)
+                changes.sending(rows, np.array(keys, dtype=np.int64), np.array(digests, dtype=np.int64))
+                for sent_row, key, digest in zip(rows, keys, digests):
+                    unanswered.setdefault(key, []).append((sent_row, digest))
+            elif choice < 0.7 and unanswered:
+                key = rng.choice(sorted(unanswered))
+                answered_row, digest = unanswered[key].pop(0)
+                if not unanswered[key]:
+                    del unanswered[key]
+                applied = rng.random() < 0.8
+                changes.settled(answered_row, applied)
+                acknowledged[key] = digest if applied else None
+            else:
+                everything = choice > 0.97
+                state.flush_all() if everything else state.flush()
+                committed = _committed(path)
+                for key in set(committed) | set(acknowledged) | set(unanswered):
+                    safe = None if key in unanswered else acknowledged.get(key)
+                    assert committed.get(key) in ((safe,) if everything else (None, safe)), (step, key)
+    assert _committed(path) == {k: d for k, d in acknowledged.items() if d is not None and k not in unanswered}
+
+
+def test_calls_from_the_preparing_thread_and_the_loop_while_another_thread_flushes(tmp_path):
+    """forget_later from one thread, settled answers from another, flushes from a third:
+    no call is lost, and each customer ends as its last call says."""
+    path = tmp_path / "state.sqlite3"
+    chunks = [list(range(first, first + 500)) for first in range(0, 20_000, 500)]
+    handed_over: list[list[int]] = []
+    prepared = threading.Semaphore(0)
+    done = threading.Event()
+    with SyncState(path) as state:
+        changes = ChangeFilter(state, only_changed=False)
+
+        def prepare() -> None:
+            for chunk in chunks:
+                keys = np.array(chunk, dtype=np.int64) * 7919
+                changes.sending(chunk, keys, keys + 1)
+                handed_over.append(chunk)
+                prepared.release()
+
+        def answer_rows() -> None:
+            for index in range(len(chunks)):
+                prepared.acquire()
+                for row in handed_over[index]:
+                    changes.settled(row, row % 10 != 3)
+            done.set()
+
+        def flush() -> None:
+            while not done.is_set():
+                state.flush()
+
+        threads = [threading.Thread(target=target) for target in (prepare, answer_rows, flush)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    every = [row for chunk in chunks for row in chunk]
+    assert _committed(path) == {row * 7919: row * 7919 + 1 for row in every if row % 10 != 3}
