@@ -21,13 +21,14 @@ import mmap
 import os
 import sqlite3
 import struct
+import threading
 from pathlib import Path
 from typing import Iterable
 
 from .outcomes import RowOutcome, Stage, Status
 
 FLUSH_SECONDS = 0.2
-FLUSH_ROWS = 1000
+FLUSH_ROWS = 20_000  # a bound on what waits in memory (a dry run has no timer to flush it)
 IN_FLIGHT = "in_flight"
 FINAL = frozenset(status.value for status in Status)
 
@@ -59,6 +60,7 @@ class Journal:
         self._db.executescript(_SCHEMA)
         self._pending: list[tuple] = []
         self._pending_runs: list[tuple[int, int, str]] = []
+        self._lock = threading.Lock()  # group commits may come from a writer thread (see runner)
         self._log_path = self.path.with_name(self.path.name + ".inflight")
         self._absorb_in_flight_log()
         self._log = InFlightLog(self._log_path)
@@ -80,7 +82,7 @@ class Journal:
     def record_skipped(self, runs: Iterable[tuple[int, int]], message: str) -> None:
         """Runs (first_row, last_row) of rows skipped for one reason, none of them with a
         final outcome yet (a row an earlier run left in flight may be among them)."""
-        self._pending_runs.extend((first, last, message) for first, last in runs)
+        self._pending_runs.extend([(first, last, message) for first, last in runs])  # one atomic step
         if len(self._pending_runs) >= FLUSH_ROWS:
             self.flush()
 
@@ -104,10 +106,16 @@ class Journal:
         os.truncate(self._log_path, 0)
 
     def flush(self) -> None:
-        rows, self._pending = self._pending, []
-        runs, self._pending_runs = self._pending_runs, []
-        if not rows and not runs:
-            return
+        """Commit what was recorded since the last flush; any thread may call it (record()
+        appends from the event loop meanwhile: a list append is atomic, and a row appended
+        before the swap is in the list taken)."""
+        with self._lock:
+            rows, self._pending = self._pending, []
+            runs, self._pending_runs = self._pending_runs, []
+            if rows or runs:
+                self._commit(rows, runs)
+
+    def _commit(self, rows: list[tuple], runs: list[tuple[int, int, str]]) -> None:
         self._db.execute("BEGIN")
         try:
             self._db.executemany(_INSERT, rows)
@@ -121,7 +129,8 @@ class Journal:
         self._db.execute("COMMIT")
 
     def _query(self, sql: str, parameters: tuple = ()) -> list[tuple]:
-        return self._db.execute(sql, parameters).fetchall()
+        with self._lock:
+            return self._db.execute(sql, parameters).fetchall()
 
     def states(self, first_row: int, last_row: int) -> dict[int, str]:
         """Each journaled row's status (a final one, or in flight) in a row range (the rows
@@ -158,7 +167,7 @@ class Journal:
             " ORDER BY row", (first_row, last_row, Status.SUCCESS.value))
 
     def set_meta(self, **values: str) -> None:
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                  list(values.items()))

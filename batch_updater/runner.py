@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -221,7 +222,9 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
     pool = WorkerPool(client, limiter, limits, settle,
                       on_dispatch=lambda p: journal.mark_in_flight(p.row),
                       was_in_doubt=in_doubt_rows.__contains__)
-    flusher = asyncio.create_task(_flush_every(journal, FLUSH_SECONDS, changes))
+    writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="group-commit")
+    stores = [journal] + ([changes.state] if changes else [])
+    flushers = [asyncio.create_task(_flush_every(store.flush, FLUSH_SECONDS, writer)) for store in stores]
     reporter = asyncio.create_task(watch.run(pool.stats))
     loop = asyncio.get_running_loop()
     remove_handlers = _on_stop_signals(loop, pool)
@@ -252,7 +255,9 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
         remove_handlers()
         if timer:
             timer.cancel()
-        flusher.cancel()
+        for flusher in flushers:
+            flusher.cancel()
+        writer.shutdown(wait=True)  # a commit under way ends before the last ones (_finish, close)
         reporter.cancel()
         await client.close()
     elapsed = time.monotonic() - began
@@ -352,12 +357,15 @@ def _log_end(summary: RunSummary) -> None:
             summary.not_sent, summary.exit_code, f" ({summary.reason})" if summary.reason else "")
 
 
-async def _flush_every(journal: Journal, seconds: float, changes: ChangeFilter | None = None) -> None:
+async def _flush_every(flush: Callable[[], None], seconds: float, writer: ThreadPoolExecutor) -> None:
+    """Group commits (of the journal; of the state store), off the event loop's thread:
+    SQLite runs there without the GIL while the loop goes on sending, and the loop never
+    waits for a commit. Each store's commits run one after another, in order; the two
+    stores' side by side, so a long state store write never holds the journal's back."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(seconds)
-        journal.flush()
-        if changes:
-            changes.state.flush()
+        await loop.run_in_executor(writer, flush)
 
 
 def _exit_code(counts: ReportCounts, stats: dict[str, Any]) -> tuple[int, str]:

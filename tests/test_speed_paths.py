@@ -205,3 +205,32 @@ async def test_a_worker_bug_halts_the_run_instead_of_hanging_it():
     with pytest.raises(AttributeError):
         await asyncio.wait_for(feed(), timeout=5)
     assert pool.abort_reason.startswith("internal error in a worker: AttributeError")
+
+
+# -- group commits from a writer thread ---------------------------------------------------------
+
+def test_rows_recorded_while_another_thread_commits_are_each_committed_once(tmp_path):
+    import threading
+
+    journal = Journal(tmp_path / "journal.sqlite")
+    done = threading.Event()
+
+    def commit_often() -> None:
+        while not done.is_set():
+            journal.flush()
+
+    writer = threading.Thread(target=commit_often)
+    writer.start()
+    for row in range(2, 60_002):
+        journal.record(RowOutcome(row, Status.SUCCESS))
+        if row % 1000 == 0:
+            journal.record_skipped([(100_000 + row, 100_000 + row + 5)], "same")
+        if row % 100 == 0:  # the loop's own commits and reads meet the writer's
+            journal.flush() if row % 200 else journal.states(row - 100, row)
+    done.set()
+    writer.join()
+    journal.flush()
+    states = journal.states(0, 200_000)
+    assert sum(1 for state in states.values() if state == "success") == 60_000
+    assert sum(1 for state in states.values() if state == "skipped") == 60 * 6
+    journal.close()
