@@ -42,9 +42,12 @@ _REMEMBER = ("INSERT OR REPLACE INTO synced (key, digest, updated)"
              " WHERE change.value IS NOT NULL ORDER BY 1")  # B-tree pages in order
 # A remember waits until this many keys or seconds are pending: written together, they share
 # B-tree pages (2,000 at a time touch ~one page each), several times cheaper per row. Only
-# remembers wait: their customer stays forgotten meanwhile, which is the safe side.
-REMEMBER_KEYS = 50_000
-REMEMBER_SECONDS = 5.0
+# remembers wait: their customer stays forgotten meanwhile, which is the safe side. Not more:
+# at 50,000 keys and 5 s a full run of 1M rows peaked at 225-280 MB instead of 200 (the
+# waiting keys and their buffers), for 13.8 instead of 20 µs/row against 1M customers,
+# written off the event loop anyway (bench/bench_state_writes.py, bench/bench_memory.py).
+REMEMBER_KEYS = 10_000
+REMEMBER_SECONDS = 1.0
 _READER_MMAP_BYTES = 256 << 20  # capped: mapped pages count in RSS (1M customers: ~55 MB)
 LOOKUP_NAMES = ("source", "accountId", "identifierName", "identifierValue")
 UNCHANGED = "unchanged: the API acknowledged the same values before"
