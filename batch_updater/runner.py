@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import orjson
@@ -240,13 +240,12 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
             # the next chunk is validated and mapped while this one is sent (no stall between chunks)
             upcoming = asyncio.ensure_future(_next_in_thread(chunks))
             states = journal.states(prepared.rows[0], prepared.rows[-1]) if len(prepared.rows) else {}
+            settled = _settled_before(prepared.rows, states, watch.progress)
             for outcome in prepared.outcomes:
-                if states.get(outcome.row) in FINAL:
-                    watch.progress.done += 1  # an earlier run of the job settled it: it keeps that
-                else:
+                if outcome.row not in settled:
                     settle(outcome)
-            _skip_unchanged(prepared, states, journal, watch.progress)
-            for payload in _unfinished(prepared.payloads, states, in_doubt_rows, watch.progress):
+            _skip_unchanged(prepared, settled, journal, watch.progress)
+            for payload in _unfinished(prepared.payloads, states, settled, in_doubt_rows):
                 if pool.halted:
                     break
                 await pool.submit(payload)
@@ -271,28 +270,35 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
             "sending_seconds": elapsed}
 
 
-def _unfinished(payloads: list[Payload], states: dict[int, str], in_doubt_rows: set[int],
-                progress: Progress) -> Iterator[Payload]:
-    """Skip rows an earlier run of the job settled; note those it left in flight."""
+def _settled_before(rows: Sequence[int], states: dict[int, str], progress: Progress) -> set[int]:
+    """The chunk's rows an earlier run of the job settled (they keep that outcome: none is
+    sent, recorded or skipped again), counted as done."""
+    settled = {row for row, state in states.items() if state in FINAL}
+    if settled:  # a resumed run; `states` may name rows of other shards, so count the chunk's own
+        progress.done += sum(1 for row in rows if row in settled)
+    return settled
+
+
+def _unfinished(payloads: list[Payload], states: dict[int, str], settled: set[int],
+                in_doubt_rows: set[int]) -> Iterator[Payload]:
+    """The payloads to send; notes those an earlier run of the job left in flight."""
     for payload in payloads:
-        state = states.get(payload.row)
-        if state in FINAL:
-            progress.done += 1
+        if payload.row in settled:
             continue
-        if state == IN_FLIGHT:
+        if states.get(payload.row) == IN_FLIGHT:
             in_doubt_rows.add(payload.row)
         yield payload
 
 
-def _skip_unchanged(prepared: Prepared, states: dict[int, str], journal: Journal,
+def _skip_unchanged(prepared: Prepared, settled: set[int], journal: Journal,
                     progress: Progress) -> None:
     """Journal the chunk's unchanged rows as runs of consecutive rows (most rows of a
     nightly export: a record per row would cost more than everything else they need)."""
     unchanged = prepared.unchanged
     if unchanged is None or not unchanged.any():
         return
-    if states:  # resumed: a row an earlier run settled keeps its outcome
-        unchanged = unchanged & np.fromiter((states.get(row) not in FINAL for row in prepared.rows),
+    if settled:
+        unchanged = unchanged & np.fromiter((row not in settled for row in prepared.rows),
                                             dtype=bool, count=len(unchanged))
     numbers = np.asarray(prepared.rows)
     edges = np.flatnonzero(np.diff(np.concatenate(([0], unchanged.view(np.int8), [0]))))
