@@ -143,20 +143,23 @@ def _load(options: dict, shard=None):
 @click.option("--dry-run", is_flag=True, help="Validate and map only; write errors.csv and preview.jsonl.")
 @click.option("--resume/--restart", default=True,
               help="Continue this file's unfinished job (default), or start it over.")
+@click.option("--retry-failed", is_flag=True,
+              help="Also send again the rows the API refused in earlier runs of this job (after fixing their cause).")
 @click.option("--max-runtime", metavar="DURATION", help="Stop cleanly after e.g. 90m, 6h, 1h30m (exit 4; resumable).")
 @click.option("--only-changed/--full", "only_changed", default=None,
               help="Skip rows the API already acknowledged with the same values / send all and refresh the state.")
 @click.option("--shard", metavar="K/N",
               help="Only the customers of shard K of N; the rate limit is divided by N unless given.")
 @_output_options
-def run(file: str, dry_run: bool, resume: bool, max_runtime: str | None, only_changed: bool | None,
-        shard: str | None,
+def run(file: str, dry_run: bool, resume: bool, retry_failed: bool, max_runtime: str | None,
+        only_changed: bool | None, shard: str | None,
         as_json: bool, quiet: bool, log_level: str, log_format: str, log_file: str | None,
         **options) -> None:
     """Send every row of FILE to the API and write success, error and skipped reports.
 
-    Running the same file with the same settings again resumes where it stopped; a job
-    that finished prints its summary again without sending anything.
+    Running the same file with the same settings again resumes where it stopped: it
+    sends the rows not sent yet and those that failed for the run's reason (credentials,
+    network, API errors 5xx/429); a job with nothing left to send prints its summary again.
     """
     def work():
         from .shards import Shard
@@ -167,7 +170,7 @@ def run(file: str, dry_run: bool, resume: bool, max_runtime: str | None, only_ch
         display = _progress_display(quiet or as_json)
         _setup_logging(config, log_level, log_format, log_file, before_emit=display.clear)
         try:
-            return _run_file(config, file, dry_run=dry_run, restart=not resume,
+            return _run_file(config, file, dry_run=dry_run, restart=not resume, retry_failed=retry_failed,
                              max_runtime_seconds=seconds, shard=parsed,
                              on_progress=display.show, progress_every=display.interval)
         finally:
@@ -236,21 +239,22 @@ def _report(summary, as_json: bool, quiet: bool) -> None:
 
 def human_summary(s) -> str:
     folder = Path(s.reports["summary"]).parent
-    lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (use --restart to send it all again)"
-             ] if s.replayed else []
+    lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (use --restart to send it all again,"
+             " or --retry-failed to send the rows the API refused)"] if s.replayed else []
     if s.resumed:
-        lines.append(f"job {s.job_id}: resumed; rows settled by earlier runs were not sent again")
-    lines += [
-        f"{s.rows} rows: {s.success} updated, {s.errors} errors ({s.validation_errors} invalid,"
-        f" {s.api_errors} refused by the API, {s.network_errors} network, {s.not_sent} not sent),"
-        f" {s.skipped} skipped",
-    ]
+        lines.append(f"job {s.job_id}: resumed; rows settled by earlier runs kept their outcome")
+    lines.append(f"{s.rows} rows: {s.success} updated, {s.errors} errors ({s.validation_errors} invalid,"
+                 f" {s.api_errors} refused by the API, {s.network_errors} network), {s.skipped} skipped,"
+                 f" {s.not_sent} not sent")
     if s.status != "dry_run":
         lines.append(f"{s.requests} requests in {s.duration_seconds:.1f} s at"
                      f" {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute});"
-                     f" {s.retries} retries, {s.throttled} throttled, {s.in_doubt} in doubt")
+                     f" {s.retries} retries, {s.throttled} throttled, {s.in_doubt} rows in doubt")
     if s.reason:
         lines.append(f"{'aborted' if s.exit_code == 3 else 'stopped'}: {s.reason}")
+    if s.to_send_again and not s.replayed:
+        lines.append(f"{s.to_send_again} rows not sent or failed for the run's reason: run the same"
+                     " command again to send them")
     lines.append(f"reports: {folder}/ (success.csv, errors.csv, skipped.csv)")
     lines.append(f"summary: {s.reports['summary']}")
     return "\n".join(lines)

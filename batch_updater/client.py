@@ -14,6 +14,7 @@ import asyncio
 import base64
 import hashlib
 import html
+import os
 import re
 import secrets
 import time
@@ -64,6 +65,7 @@ class Attempt:
     in_doubt: bool = False     # the request may have reached the API
     sent: bool = True          # False: no request went out (no OAuth token to send it with)
     renewed: bool = False      # a 401 came first (one more request): the token was dropped and renewed
+    unreachable: bool = False  # no connection could be made (refused, DNS, TLS, connect timeout)
 
 
 def basic_authorization(username: str, password: str) -> str:
@@ -350,10 +352,10 @@ class ApiClient:
                                 response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorCertificateError as exc:  # no row can get past it
             raise RunAborted(untrusted_certificate(exc)) from None
-        except aiohttp.ConnectionTimeoutError as exc:  # before asyncio.TimeoutError: a subclass
-            return Attempt(Verdict.NETWORK, message=f"not sent: {_network_message(exc)}")
+        except aiohttp.ConnectionTimeoutError:  # before asyncio.TimeoutError: a subclass
+            return _unreachable(self.api.base_url, "no connection within connect_timeout_seconds")
         except aiohttp.ClientConnectorError as exc:
-            return Attempt(Verdict.NETWORK, message=f"not sent: {_network_message(exc)}")
+            return _unreachable(self.api.base_url, _connect_cause(exc))
         except aiohttp.SocketTimeoutError:
             return _in_doubt("no answer within read_timeout_seconds")
         except asyncio.TimeoutError:
@@ -369,6 +371,23 @@ def untrusted_certificate(exc: aiohttp.ClientConnectorCertificateError) -> str:
     return (f"the API's TLS certificate ({exc.host}) is not trusted: {reason}. If a private CA or a"
             " TLS-inspecting proxy signs it, trust its CA certificates with --ca-bundle FILE"
             " ([api] ca_bundle); nothing was sent")
+
+
+def _unreachable(base_url: str, cause: str) -> Attempt:
+    """Nothing reached the API: the message names the host as configured (its real scheme)."""
+    url = URL(base_url)
+    return Attempt(Verdict.NETWORK, message=f"not sent: cannot connect to {url.scheme}://{url.host}:{url.port}"
+                   f" ({cause})", unreachable=True)
+
+
+def _connect_cause(exc: aiohttp.ClientConnectorError) -> str:
+    """The OS's reason without aiohttp's wrapping (which says `ssl:default` even for http)."""
+    error = exc.os_error
+    if isinstance(error, OSError) and error.errno and error.errno > 0:
+        return os.strerror(error.errno)  # "Connection refused", not "Connect call failed (...)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror  # a DNS failure: "Name or service not known"
+    return str(error) or exc.__class__.__name__
 
 
 def _in_doubt(what: str) -> Attempt:

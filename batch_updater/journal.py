@@ -1,12 +1,19 @@
 """The job's journal: each row's outcome in SQLite (WAL), plus the job's own facts.
 
-Before a row's first request goes out, its number is appended to a small in-flight log
-(`InFlightLog`: a store into a shared memory map of the file, durable against a crash
-of the process the moment it is made, like a write() that returned, and about ten times
-cheaper, which matters at one per row). Final outcomes go to SQLite in group commits at
-least every FLUSH_SECONDS. On opening, rows of the log without a final outcome become
-`in_flight` rows: resume sends them again (the update is idempotent) as in doubt.
-Reports are built from here.
+Two small logs make it crash-durable between SQLite's group commits:
+- right before each request goes out, the row's number is appended to the in-flight
+  log (`InFlightLog`: a store into a shared memory map of the file, durable against a
+  crash of the process the moment it is made, like a write() that returned);
+- the moment a row's answer is known, its outcome is appended to the ack log (one
+  write() of one JSON line), before anything else happens to it.
+Outcomes go to SQLite in group commits at least every FLUSH_SECONDS. On opening, the
+logs a crashed run left are absorbed: acknowledged outcomes are kept, and a row sent
+without an answer becomes `in_flight` (in doubt): the next run sends it again (the
+update is idempotent). A clean close absorbs its own logs the same way and removes them.
+
+A row stays settled only when its outcome is about the row itself; an error with
+`rerun` set (the run's fault: credentials, network, 5xx...) and a row in flight are
+sent again by the next run of the job (see `states`). Reports are built from here.
 
 Rows skipped in bulk (unchanged since the last sync: most rows of a nightly export) are
 kept as runs, a record per run of consecutive rows rather than per row, so they cost the
@@ -25,22 +32,29 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
+import orjson
+
 from .outcomes import RowOutcome, Stage, Status
 
 FLUSH_SECONDS = 0.2
 FLUSH_ROWS = 20_000  # a bound on what waits in memory (a dry run has no timer to flush it)
-IN_FLIGHT = "in_flight"
+IN_FLIGHT = "in_flight"  # sent, no answer: the next run sends it again, in doubt
+RESEND = "resend"        # failed for the run's reason: the next run sends it again
 FINAL = frozenset(status.value for status in Status)
 
 _COLUMNS = ("row", "status", "stage", "code", "message", "http_status", "attempts",
-            "customer_id", "warnings", "identifier", "in_doubt")
+            "customer_id", "warnings", "identifier", "in_doubt", "rerun")
 _INSERT = (f"INSERT OR REPLACE INTO outcome ({', '.join(_COLUMNS)})"
            f" VALUES ({', '.join('?' * len(_COLUMNS))})")
+# A row sent without an answer; a settled outcome (recorded by a run that did not send it) stays.
+_UNANSWERED = ("INSERT INTO outcome (row, status, in_doubt, rerun) VALUES (?, 'in_flight', 1, 1)"
+               " ON CONFLICT(row) DO UPDATE SET status = 'in_flight', in_doubt = 1, rerun = 1"
+               " WHERE status = 'in_flight' OR rerun = 1")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcome (
     row INTEGER PRIMARY KEY, status TEXT NOT NULL, stage TEXT, code TEXT, message TEXT,
     http_status INTEGER, attempts INTEGER, customer_id TEXT, warnings TEXT, identifier TEXT,
-    in_doubt INTEGER
+    in_doubt INTEGER, rerun INTEGER
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS skipped_run (
@@ -48,6 +62,9 @@ CREATE TABLE IF NOT EXISTS skipped_run (
 );
 """
 _SKIPPED = Status.SKIPPED.value
+# Each row's state for the next run: its final status, or IN_FLIGHT / RESEND.
+_STATE = (f"CASE WHEN status = '{IN_FLIGHT}' OR (rerun AND in_doubt) THEN '{IN_FLIGHT}'"
+          f" WHEN rerun THEN '{RESEND}' ELSE status END")
 
 
 class Journal:
@@ -58,12 +75,16 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        _add_missing_columns(self._db)
         self._pending: list[tuple] = []
         self._pending_runs: list[tuple[int, int, str]] = []
         self._lock = threading.Lock()  # group commits may come from a writer thread (see runner)
         self._log_path = self.path.with_name(self.path.name + ".inflight")
-        self._absorb_in_flight_log()
+        self._acks_path = self.path.with_name(self.path.name + ".acks")
+        self._absorb_logs()
         self._log = InFlightLog(self._log_path)
+        self._acks = os.open(self._acks_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._unanswered: set[int] = set()  # marked in flight, no outcome acknowledged yet
 
     def __enter__(self) -> "Journal":
         return self
@@ -72,10 +93,17 @@ class Journal:
         self.close()
 
     def record(self, outcome: RowOutcome) -> None:
-        self._pending.append((
-            outcome.row, outcome.status.value, outcome.stage.value if outcome.stage else None,
-            outcome.code, outcome.message, outcome.http_status, outcome.attempts,
-            outcome.customer_id, outcome.warnings, outcome.identifier, int(outcome.in_doubt)))
+        self._pending.append(_values(outcome))
+        if len(self._pending) >= FLUSH_ROWS:
+            self.flush()
+
+    def acknowledge(self, outcome: RowOutcome) -> None:
+        """Record an answer the API gave, durably at once: a crash right after this call
+        does not make the next run send the row again."""
+        values = _values(outcome)
+        os.write(self._acks, orjson.dumps(values) + b"\n")  # one write: whole or torn, never interleaved
+        self._unanswered.discard(outcome.row)
+        self._pending.append(values)
         if len(self._pending) >= FLUSH_ROWS:
             self.flush()
 
@@ -87,23 +115,31 @@ class Journal:
             self.flush()
 
     def mark_in_flight(self, row: int) -> None:
-        """Note, durably, that a row's request is about to go out."""
+        """Note, durably, that a request for a row is about to go out."""
         self._log.append(row)
+        self._unanswered.add(row)
 
-    def _absorb_in_flight_log(self) -> None:
-        """Turn the log a stopped run left into in_flight rows, then empty it."""
-        try:
-            data = self._log_path.read_bytes()
-        except FileNotFoundError:
-            return
-        usable = len(data) - len(data) % 8  # a torn last write is ignored
-        rows = {int.from_bytes(data[i:i + 8], "little") for i in range(0, usable, 8)}
-        rows.discard(0)  # slots the log had room for but never used (row numbers start at 2)
-        with self._db:
+    def reopen_failed(self) -> int:
+        """Make the rows the API refused (or that failed on the network) due to be sent
+        again by the next run; validation errors stay. Returns how many."""
+        with self._lock:
+            return self._db.execute(
+                "UPDATE outcome SET rerun = 1 WHERE status = ? AND stage IN (?, ?) AND NOT ifnull(rerun, 0)",
+                (Status.ERROR.value, Stage.API.value, Stage.NETWORK.value)).rowcount
+
+    def _absorb_logs(self) -> None:
+        """Turn the logs a crashed run left into outcomes and in_flight rows, then empty them."""
+        marked = _read_in_flight_log(self._log_path)
+        acknowledged = _read_ack_log(self._acks_path)
+        answered = {values[0] for values in acknowledged}
+        with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO outcome (row, status, in_doubt) VALUES (?, ?, 1)",
-                                 [(row, IN_FLIGHT) for row in rows])
-        os.truncate(self._log_path, 0)
+            self._db.executemany(_INSERT, acknowledged)  # in the order answered: the last one stands
+            self._db.executemany(_UNANSWERED, [(row,) for row in marked - answered])
+            self._db.execute("COMMIT")
+        for path in (self._log_path, self._acks_path):
+            if path.exists():
+                os.truncate(path, 0)
 
     def flush(self) -> None:
         """Commit what was recorded since the last flush; any thread may call it (record()
@@ -121,7 +157,7 @@ class Journal:
             self._db.executemany(_INSERT, rows)
             self._db.executemany("INSERT OR REPLACE INTO skipped_run (first_row, last_row, message)"
                                  " VALUES (?, ?, ?)", runs)
-            self._db.executemany("DELETE FROM outcome WHERE row BETWEEN ? AND ? AND status = ?",
+            self._db.executemany("DELETE FROM outcome WHERE row BETWEEN ? AND ? AND (status = ? OR rerun)",
                                  [(first, last, IN_FLIGHT) for first, last, _ in runs])
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -133,9 +169,10 @@ class Journal:
             return self._db.execute(sql, parameters).fetchall()
 
     def states(self, first_row: int, last_row: int) -> dict[int, str]:
-        """Each journaled row's status (a final one, or in flight) in a row range (the rows
-        of runs too: what a shard's input does not hold is never asked for)."""
-        found = dict(self._query("SELECT row, status FROM outcome WHERE row BETWEEN ? AND ?",
+        """Each journaled row's state in a row range: a final status (settled), or
+        IN_FLIGHT / RESEND (the next run sends it again); the rows of runs too (what a
+        shard's input does not hold is never asked for)."""
+        found = dict(self._query(f"SELECT row, {_STATE} FROM outcome WHERE row BETWEEN ? AND ?",
                                  (first_row, last_row)))
         for first, last, _ in self.skipped_runs(first_row, last_row):
             found.update(dict.fromkeys(range(max(first, first_row), min(last, last_row) + 1), _SKIPPED))
@@ -150,9 +187,9 @@ class Journal:
             " AND last_row >= ?1 ORDER BY first_row", (first_row, last_row))
 
     def outcomes(self, first_row: int, last_row: int, *, successes: bool = True) -> dict[int, RowOutcome]:
-        """The final outcomes in a row range (without the successes, which `successes()`
-        reads faster, when `successes` is false)."""
-        excluded = (IN_FLIGHT,) if successes else (IN_FLIGHT, Status.SUCCESS.value)
+        """The outcomes in a row range, a row in flight as not sent (without the
+        successes, which `successes()` reads faster, when `successes` is false)."""
+        excluded = () if successes else (Status.SUCCESS.value,)
         found = self._query(f"SELECT {', '.join(_COLUMNS)} FROM outcome WHERE row BETWEEN ? AND ?"
                             f" AND status NOT IN ({', '.join('?' * len(excluded))})",
                             (first_row, last_row, *excluded))
@@ -176,8 +213,15 @@ class Journal:
         return dict(self._query("SELECT key, value FROM meta"))
 
     def close(self) -> None:
+        """Commit what is pending; rows still unanswered (a run that gave up on its
+        requests in flight) become in_flight; the logs, no longer needed, go."""
         self.flush()
+        with self._lock:
+            self._db.executemany(_UNANSWERED, [(row,) for row in self._unanswered])
         self._log.close()
+        os.close(self._acks)
+        for path in (self._log_path, self._acks_path):
+            path.unlink(missing_ok=True)
         self._db.close()
 
 
@@ -241,13 +285,54 @@ def read_meta(path: Path) -> dict[str, str]:
         return {}
 
 
+def _read_in_flight_log(path: Path) -> set[int]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return set()
+    usable = len(data) - len(data) % 8  # a torn last write is ignored
+    rows = {int.from_bytes(data[i:i + 8], "little") for i in range(0, usable, 8)}
+    rows.discard(0)  # slots the log had room for but never used (row numbers start at 2)
+    return rows
+
+
+def _read_ack_log(path: Path) -> list[tuple]:
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return []
+    acknowledged = []
+    for line in lines:
+        try:
+            values = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # a torn last write: its row counts as unanswered
+        if isinstance(values, list) and len(values) == len(_COLUMNS):
+            acknowledged.append(tuple(values))
+    return acknowledged
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """A journal written by an earlier version lacks `rerun`: its errors stay settled."""
+    have = {name for _, name, *_ in db.execute("PRAGMA table_info(outcome)")}
+    if "rerun" not in have:
+        db.execute("ALTER TABLE outcome ADD COLUMN rerun INTEGER")
+
+
+def _values(o: RowOutcome) -> tuple:
+    return (o.row, o.status.value, o.stage.value if o.stage else None, o.code, o.message, o.http_status,
+            o.attempts, o.customer_id, o.warnings, o.identifier, int(o.in_doubt), int(o.rerun))
+
+
 _STATUSES = {status.value: status for status in Status}
 _STAGES = {stage.value: stage for stage in Stage}
 
 
 def _outcome(values: tuple) -> RowOutcome:
     (row, status, stage, code, message, http_status, attempts,
-     customer_id, warnings, identifier, in_doubt) = values
+     customer_id, warnings, identifier, in_doubt, rerun) = values
+    if status == IN_FLIGHT:  # sent, never answered
+        return RowOutcome(row, Status.SKIPPED, Stage.NOT_SENT, in_doubt=True, rerun=True)
     return RowOutcome(row, _STATUSES[status], _STAGES.get(stage), code or "",
                       message or "", http_status, attempts or 0, customer_id or "",
-                      warnings or "", identifier or "", bool(in_doubt))
+                      warnings or "", identifier or "", bool(in_doubt), bool(rerun))

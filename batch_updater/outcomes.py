@@ -8,7 +8,7 @@ from enum import Enum
 
 class Status(str, Enum):
     SUCCESS = "success"   # the API applied the update (HTTP 200, no errors[])
-    ERROR = "error"       # a final failure; the row is in errors.csv
+    ERROR = "error"       # a failure; the row is in errors.csv (see RowOutcome.rerun)
     SKIPPED = "skipped"   # left out by design (blank row, duplicate policy, unchanged)
 
 
@@ -32,3 +32,7 @@ class RowOutcome:
     warnings: str = ""
     identifier: str = ""
     in_doubt: bool = False   # some attempt was sent and got no answer
+    # The failure is the run's, not the row's (credentials, network, 5xx, a stop mid-retry):
+    # the next run of the job sends the row again. Validation errors and the API's
+    # refusals of the row itself (8015, 1046...) stay settled.
+    rerun: bool = False

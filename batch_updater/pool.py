@@ -4,20 +4,24 @@ Payloads enter through a bounded queue (so memory stays flat). A worker that tak
 customer also takes every later row of that customer that arrives while it is busy,
 in file order, so two requests for one customer are never in flight together.
 Every row handed to `submit` comes back through `on_outcome` exactly once, unless
-the run is aborted or stopped first; rows without an outcome are reported as not_sent.
+the run halts (abort or stop) before its first request goes out: such rows get no
+outcome and are reported as not sent. A row halted between attempts comes back with
+its last attempt's failure, marked `rerun` (the next run of the job sends it again).
 
 Each request takes its slot from the shared RateLimiter right before it goes out (the
 client calls the pool's pacing hook after any OAuth renewal), so the limiter's start
 times stay close to the arrival times the API counts. A 429 pauses and slows the whole
-pool; 401/403, a wrong URL (FATAL) and rows failing after every retry abort the run.
+pool; 401/403, a wrong URL (FATAL), rows failing after every retry and a host that
+cannot be reached at the start of a run abort the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable
 
 from .backoff import retry_delay
@@ -29,6 +33,10 @@ from .outcomes import RowOutcome, Stage, Status
 from .ratelimit import RateLimiter
 
 RETRYABLE = frozenset({Verdict.THROTTLED, Verdict.RETRY, Verdict.NETWORK})
+# Connection failures before the API ever answered that abort the run: the host is
+# wrong or down, and spending every row's retries on it would take hours.
+UNREACHABLE_TO_ABORT = 3
+RERUN_HINT = "then run the same command again: rows that failed this way, or were not sent, are sent again"
 
 
 class _Halted(Exception):
@@ -49,13 +57,13 @@ class WorkerPool:
                  on_outcome: Callable[[RowOutcome], None], *,
                  rng: random.Random | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 on_dispatch: Callable[[Payload], None] = lambda payload: None,
+                 on_send: Callable[[Payload], None] = lambda payload: None,
                  was_in_doubt: Callable[[int], bool] = lambda row: False):
         self._client = client
         self._limiter = limiter
         self._limits = limits
         self._on_outcome = on_outcome
-        self._on_dispatch = on_dispatch  # the journal marks the row in flight before it is sent
+        self._on_send = on_send  # the journal marks the row in flight right before each request
         self._was_in_doubt = was_in_doubt  # in flight when an earlier run stopped
         self._rng = rng or random.Random()
         self._sleep = sleep
@@ -69,6 +77,8 @@ class WorkerPool:
         self._auth_failures = 0
         self._fatal_answers = 0
         self._failure_streak = 0
+        self._answered = False  # the API answered at least once in this run
+        self._unreachable = 0
         self.stats = PoolStats()
         self.abort_reason: str | None = None
         self.stop_reason: str | None = None
@@ -173,17 +183,18 @@ class WorkerPool:
 
     async def _send(self, payload: Payload) -> RowOutcome | None:
         attempts = 0
+        attempt: Attempt | None = None
         in_doubt = self._was_in_doubt(payload.row)
-        self._on_dispatch(payload)
+        pace = functools.partial(self._pace, payload)
         while True:
-            attempts += 1
             try:
-                attempt = await self._client.send(payload, pace=self._pace)
-            except _Halted:
-                return None  # stays in flight in the journal: resume sends it again
+                attempt = await self._client.send(payload, pace=pace)
+            except _Halted:  # no request went out for this attempt
+                return _halted(payload, attempt, attempts, in_doubt)
             except RunAborted as exc:  # e.g. the OAuth key was refused: nothing was sent
                 self.abort(str(exc))
-                return None
+                return _halted(payload, attempt, attempts, in_doubt)
+            attempts += 1
             in_doubt = in_doubt or attempt.in_doubt
             self._count(attempt)
             if attempt.verdict is Verdict.SUCCESS:
@@ -197,26 +208,42 @@ class WorkerPool:
                 return self._auth_failed(payload, attempt, attempts, in_doubt)
             if attempt.verdict is Verdict.FATAL:
                 return self._fatal(payload, attempt, attempts, in_doubt)
-            if attempt.verdict in RETRYABLE and attempts < self._limits.max_attempts and not self.halted:
-                if not await self._unless_halted(self._back_off(attempt, attempts)):
-                    return None
-                self.stats.retries += 1
-                continue
+            if attempt.unreachable:
+                self._unreachable_at_start(attempt)
+            if attempt.verdict in RETRYABLE:
+                if self.halted:  # its retries are cut short by the halt, not spent
+                    return _halted(payload, attempt, attempts, in_doubt)
+                if attempts < self._limits.max_attempts:
+                    if not await self._unless_halted(self._back_off(attempt, attempts)):
+                        return _halted(payload, attempt, attempts, in_doubt)
+                    self.stats.retries += 1
+                    continue
             return self._failed(payload, attempt, attempts, in_doubt)
 
-    def _pace(self) -> Awaitable[None] | None:
+    def _pace(self, payload: Payload) -> Awaitable[None] | None:
         """A slot from the shared limiter, right before a request goes out: None when one
         was free at once (nobody queues for one), else an awaitable that waits for it.
-        Either raises _Halted when the run halted first."""
+        Either raises _Halted when the run halted first. With the slot, the row is
+        marked in flight: the journal knows of every request that may have gone out."""
         if self.halted:
             raise _Halted
         if self._limiter.try_acquire():
+            self._on_send(payload)
             return None
-        return self._wait_for_slot()
+        return self._wait_for_slot(payload)
 
-    async def _wait_for_slot(self) -> None:
+    async def _wait_for_slot(self, payload: Payload) -> None:
         if not await self._unless_halted(self._limiter.acquire()) or self.halted:
             raise _Halted
+        self._on_send(payload)
+
+    def _unreachable_at_start(self, attempt: Attempt) -> None:
+        if self._answered:
+            return  # the API answered before: the failure streak rule applies
+        self._unreachable += 1
+        if self._unreachable >= UNREACHABLE_TO_ABORT:
+            self.abort(f"cannot reach the API: {attempt.message.removeprefix('not sent: ')};"
+                       f" check [api] base_url, DNS and the network (firewall, proxy), {RERUN_HINT}")
 
     async def _back_off(self, attempt: Attempt, attempts: int) -> None:
         delay = retry_delay(attempts, attempt.retry_after, rng=self._rng,
@@ -232,7 +259,7 @@ class WorkerPool:
         if self._auth_failures >= self._limits.auth_failures_to_abort:
             self.abort(f"the API refused the credentials {self._auth_failures} times in a row"
                        f" (HTTP {attempt.http_status}: {attempt.message or 'authentication failed'});"
-                       " check [api] username and BATCH_UPDATER_PASSWORD, then run again to resume")
+                       f" check [api] username and BATCH_UPDATER_PASSWORD, {RERUN_HINT}")
         return _outcome(payload, attempt, attempts, in_doubt)
 
     def _fatal(self, payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
@@ -240,7 +267,7 @@ class WorkerPool:
         if self._fatal_answers >= self._limits.auth_failures_to_abort:
             self.abort(f"the API answered {self._fatal_answers} rows in a row with {attempt.message},"
                        " which no row can get past; check [api] base_url (the cluster's host, e.g."
-                       " https://eu.api.capillarytech.com), then run again to resume")
+                       f" https://eu.api.capillarytech.com), {RERUN_HINT}")
         return _outcome(payload, attempt, attempts, in_doubt)
 
     def _failed(self, payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
@@ -249,13 +276,15 @@ class WorkerPool:
             if self._failure_streak >= self._limits.consecutive_failures_to_abort:
                 self.abort(f"the API looks down: {self._failure_streak} rows in a row failed after"
                            f" {self._limits.max_attempts} attempts (last: {attempt.message});"
-                           " run the same command again later to resume")
+                           f" wait for it to recover, {RERUN_HINT}")
         else:
             self._failure_streak = self._fatal_answers = 0
         return _outcome(payload, attempt, attempts, in_doubt)
 
     def _count(self, attempt: Attempt) -> None:
         counts = self.stats.status_counts
+        if attempt.http_status is not None:
+            self._answered = True
         if attempt.renewed:  # the 401 that made the client renew its token
             self.stats.requests += 1
             counts[401] = counts.get(401, 0) + 1
@@ -277,4 +306,14 @@ def _outcome(payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) 
                           attempt.customer_id, attempt.warnings, identifier, in_doubt)
     stage = Stage.NETWORK if attempt.verdict is Verdict.NETWORK else Stage.API
     return RowOutcome(payload.row, Status.ERROR, stage, attempt.code, attempt.message,
-                      attempt.http_status, attempts, "", attempt.warnings, identifier, in_doubt)
+                      attempt.http_status, attempts, "", attempt.warnings, identifier, in_doubt,
+                      rerun=attempt.verdict is not Verdict.BUSINESS)
+
+
+def _halted(payload: Payload, attempt: Attempt | None, attempts: int, in_doubt: bool) -> RowOutcome | None:
+    """A row the run halted on: None when no request of this run went out for it (not
+    sent), else its last attempt's failure, for the next run to send again."""
+    if attempt is None:
+        return None
+    outcome = _outcome(payload, attempt, attempts, in_doubt)
+    return outcome if outcome.status is Status.SUCCESS else replace(outcome, rerun=True)

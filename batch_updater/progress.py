@@ -22,16 +22,21 @@ RATE_WINDOW = 60.0
 
 @dataclass
 class Progress:
+    """Rows done of the total (an earlier run's rows count as done); the rates and the
+    ETA count this run's work only, so a resumed run shows its own pace."""
+
     total: int | None
     limit_per_minute: int
     clock: Callable[[], float] = time.monotonic
     done: int = 0
+    earlier: int = 0       # of `done`: rows an earlier run of the job settled
     updated: int = 0
     errors: int = 0
     skipped: int = 0
     retries: int = 0
+    requests: int = 0      # sent by this run
     started: float = field(default=0.0)
-    _recent: deque = field(default_factory=deque)  # (time, done) samples for the current rate
+    _recent: deque = field(default_factory=deque)  # (time, rows this run, requests) samples
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -45,26 +50,35 @@ class Progress:
         else:
             self.errors += 1
 
-    def rate_per_minute(self) -> float:
+    def count_earlier(self, rows: int) -> None:
+        self.done += rows
+        self.earlier += rows
+
+    def rates_per_minute(self) -> tuple[float, float]:
+        """This run's rows and requests per minute over the last RATE_WINDOW seconds."""
         now = self.clock()
-        self._recent.append((now, self.done))
+        self._recent.append((now, self.done - self.earlier, self.requests))
         while len(self._recent) > 1 and now - self._recent[0][0] > RATE_WINDOW:
             self._recent.popleft()
-        first_time, first_done = self._recent[0]
-        span = now - first_time if now > first_time else now - self.started
-        moved = self.done - first_done if now > first_time else self.done
-        return moved / span * 60 if span > 0 else 0.0
+        first_time, first_rows, first_requests = self._recent[0]
+        if now <= first_time:  # the first sample: since the run started
+            first_time, first_rows, first_requests = self.started, 0, 0
+        span = now - first_time
+        if span <= 0:
+            return 0.0, 0.0
+        return ((self.done - self.earlier - first_rows) / span * 60,
+                (self.requests - first_requests) / span * 60)
 
     def line(self) -> str:
-        rate = self.rate_per_minute()
+        rows_rate, request_rate = self.rates_per_minute()
         if self.total:
-            share = f" ({self.done / self.total:.0%})" if self.total else ""
-            done = f"{self.done:,}/{self.total:,} rows{share}"
+            done = f"{self.done:,}/{self.total:,} rows ({self.done / self.total:.0%})"
             left = max(self.total - self.done, 0)
-            eta = f" | ETA {_duration(left / rate * 60)}" if rate > 0 and left else ""
+            eta = f" | ETA {_duration(left / rows_rate * 60)}" if rows_rate > 0 and left else ""
         else:
             done, eta = f"{self.done:,} rows", ""
-        return (f"{done} | {rate:,.0f}/min (limit {self.limit_per_minute:,}){eta}"
+        earlier = f", {self.earlier:,} by earlier runs" if self.earlier else ""
+        return (f"{done}{earlier} | {request_rate:,.0f} requests/min (limit {self.limit_per_minute:,}){eta}"
                 f" | updated {self.updated:,} · errors {self.errors:,} · skipped {self.skipped:,}"
                 f" · retries {self.retries:,}")
 

@@ -2,7 +2,12 @@
 
 The input file is read again chunk by chunk and joined with the journal by row
 number, so the reports are in file order, cover every row exactly once by
-construction (a row without an outcome is `not_sent`), and memory stays flat.
+construction, and memory stays flat. A row with no outcome (the run stopped before
+sending it) or one sent without an answer is `not_sent`: in skipped.csv, never in
+errors.csv. Every report has `_in_doubt` (an attempt for the row went unanswered) and
+`_source_row`: the row's number in the file it first came from (the input's own
+`_source_row` or `_row` column when it is a report fed back, else `_row`).
+errors.csv and skipped.csv say in `_next` what to do about each row.
 
 Every cell is neutralised against formula injection (csvsafe), headers too; the reader
 undoes it, so errors.csv fed back carries the original values. Report files are
@@ -31,9 +36,18 @@ from .journal import Journal
 from .outcomes import RowOutcome, Stage, Status
 from .reader import Chunk
 
-SUCCESS_COLUMNS = ["_row", "_identifier", "_customer_id", "_http_status", "_attempts", "_warnings"]
-ERROR_COLUMNS = ["_row", "_stage", "_code", "_message", "_http_status", "_attempts"]
-SKIPPED_COLUMNS = ["_row", "_reason"]
+SUCCESS_COLUMNS = ["_row", "_source_row", "_identifier", "_customer_id", "_http_status", "_attempts",
+                   "_warnings", "_in_doubt"]
+ERROR_COLUMNS = ["_row", "_source_row", "_stage", "_code", "_message", "_http_status", "_attempts",
+                 "_in_doubt", "_next"]
+SKIPPED_COLUMNS = ["_row", "_source_row", "_reason", "_in_doubt", "_next"]
+SOURCE_ROW_COLUMNS = ("_source_row", "_row")  # in a report fed back, the first found wins
+NOT_SENT = Stage.NOT_SENT.value
+_BOOL = ("false", "true")
+NEXT_RUN = "run the same command again: it is sent then"
+NEXT_FIX = "fix the row, then feed errors.csv back in"
+NEXT_REFUSED = ("fix the row or the customer, then feed errors.csv back in (or run again with"
+                " --retry-failed)")
 
 
 @dataclass
@@ -41,11 +55,12 @@ class ReportCounts:
     success: int = 0
     error: int = 0
     skipped: int = 0
-    not_sent: int = 0
+    not_sent: int = 0        # neither an error nor a skip: the run stopped first
     validation: int = 0
     api: int = 0
     network: int = 0
     in_doubt: int = 0
+    to_send_again: int = 0   # not sent, or failed for the run's reason: the next run sends them
     rows: int = 0
 
 
@@ -76,24 +91,27 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def write_reports(paths: ReportPaths, headers: list[str], chunks: Iterable[Chunk],
-                  journal: Journal, not_sent_message: str, *, mask: Collection[int] = ()) -> ReportCounts:
+                  journal: Journal, *, mask: Collection[int] = ()) -> ReportCounts:
     """Write the three CSV reports; `mask`: input column positions whose cells are masked
     in success.csv and skipped.csv (see identifier_columns)."""
     keep = [i for i, h in enumerate(headers) if not h.startswith(REPORT_COLUMN_PREFIX)]
     input_headers = [neutralise(headers[i]) for i in keep]
+    source_row = _source_row_position(headers)
     wanted = set(mask)
     masked = [n for n, i in enumerate(keep) if i in wanted]
     counts = ReportCounts()
     try:
         with open_private(paths.success) as s, open_private(paths.errors) as e, \
                 open_private(paths.skipped) as k:
-            writer = _Writer(s, e, k, masked, counts, not_sent_message)
+            writer = _Writer(s, e, k, masked, counts)
             writer.success.writerow(SUCCESS_COLUMNS + input_headers)
             writer.errors.writerow(input_headers + ERROR_COLUMNS)
             writer.skipped.writerow(SKIPPED_COLUMNS + input_headers)
             for chunk in chunks:
                 if len(chunk.rows):
-                    writer.chunk(chunk.rows, neutralise_rows(chunk.frame.to_numpy(dtype=object)[:, keep]), journal)
+                    cells = chunk.frame.to_numpy(dtype=object)
+                    writer.chunk(chunk.rows, neutralise_rows(cells[:, keep]),
+                                 _source_rows(chunk.rows, cells, source_row), journal)
     except OSError:
         for path in (paths.success, paths.errors, paths.skipped):
             try:
@@ -102,6 +120,21 @@ def write_reports(paths: ReportPaths, headers: list[str], chunks: Iterable[Chunk
                 pass
         raise
     return counts
+
+
+def _source_row_position(headers: list[str]) -> int | None:
+    names = [str(h).strip().lower() for h in headers]
+    for name in SOURCE_ROW_COLUMNS:
+        if name in names:
+            return names.index(name)
+    return None
+
+
+def _source_rows(rows: Sequence[int], cells: np.ndarray, position: int | None) -> list[str]:
+    """Each row's number in the file it first came from (see the module's docstring)."""
+    if position is None:
+        return [str(row) for row in rows]
+    return neutralise_column([value if isinstance(value, str) else "" for value in cells[:, position]])
 
 
 def identifier_columns(headers: list[str], renames: Mapping[str, str]) -> list[int]:
@@ -133,88 +166,104 @@ class _Writer:
     """Each row of a chunk into the report its outcome names, and counted."""
 
     def __init__(self, success: TextIO, errors: TextIO, skipped: TextIO, masked: list[int],
-                 counts: ReportCounts, not_sent_message: str):
+                 counts: ReportCounts):
         self.success, self.errors, self.skipped = csv.writer(success), csv.writer(errors), csv.writer(skipped)
         self.success_file, self.skipped_file = success, skipped
         self.masked = masked
         self.counts = counts
-        self.not_sent_message = not_sent_message
 
-    def chunk(self, rows: Sequence[int], values: list[list], journal: Journal) -> None:
-        """`values`: the rows' input cells, already neutralised (neutralise_rows)."""
+    def chunk(self, rows: Sequence[int], values: list[list], sources: list[str], journal: Journal) -> None:
+        """`values`: the rows' input cells, already neutralised (neutralise_rows);
+        `sources`: their `_source_row` cells."""
         numbers = np.asarray(rows)
         in_bulk = not self.masked  # masking goes row by row
-        written = self.successes(numbers, values, journal.successes(rows[0], rows[-1])) if in_bulk else set()
+        written = (self.successes(numbers, values, sources, journal.successes(rows[0], rows[-1]))
+                   if in_bulk else set())
         found = journal.outcomes(rows[0], rows[-1], successes=not in_bulk)
         done = 0
         for first, last, reason in journal.skipped_runs(rows[0], rows[-1]):
             start, end = np.searchsorted(numbers, [first, last + 1]).tolist()
-            self.rows(rows[done:start], values[done:start], found, written)
-            self.skipped_run(rows[start:end], values[start:end], reason)
+            self.rows(rows[done:start], values[done:start], sources[done:start], found, written)
+            self.skipped_run(rows[start:end], values[start:end], sources[start:end], reason)
             done = end
-        self.rows(rows[done:], values[done:], found, written)
+        self.rows(rows[done:], values[done:], sources[done:], found, written)
 
-    def successes(self, numbers: np.ndarray, values: list[list], records: list[tuple]) -> set[int]:
+    def successes(self, numbers: np.ndarray, values: list[list], sources: list[str],
+                  records: list[tuple]) -> set[int]:
         """success.csv's rows of a chunk, in one write; returns their row numbers."""
         if not records:
             return set()
         rows, identifiers, customer_ids, statuses, attempts, warnings, in_doubt = zip(*records)
-        cells = [values[position] for position in np.searchsorted(numbers, rows).tolist()]
+        positions = np.searchsorted(numbers, rows).tolist()
+        cells = [values[position] for position in positions]
+        origins = [sources[position] for position in positions]
         texts = [neutralise_column(list(column)) for column in (identifiers, customer_ids, warnings)]
-        lines = zip(rows, *texts[:2], statuses, attempts, texts[2], cells)
-        if None not in statuses and _plain(*texts, *cells):
-            self.success_file.write("".join([f"{r},{i},{c},{s},{a},{w},{','.join(x)}\r\n"
-                                             for r, i, c, s, a, w, x in lines]))
+        doubts = [_BOOL[flag] for flag in in_doubt]
+        lines = zip(rows, origins, *texts[:2], statuses, attempts, texts[2], doubts, cells)
+        if None not in statuses and _plain(origins, *texts, *cells):
+            self.success_file.write("".join([f"{r},{o},{i},{c},{s},{a},{w},{d},{','.join(x)}\r\n"
+                                             for r, o, i, c, s, a, w, d, x in lines]))
         else:
-            self.success.writerows([r, i, c, s, a, w, *x] for r, i, c, s, a, w, x in lines)
+            self.success.writerows([r, o, i, c, s, a, w, d, *x] for r, o, i, c, s, a, w, d, x in lines)
         self.counts.rows += len(rows)
         self.counts.success += len(rows)
         self.counts.in_doubt += sum(in_doubt)
         return set(rows)
 
-    def rows(self, rows: Sequence[int], values: list[list], found: dict[int, RowOutcome],
-             written: set[int]) -> None:
-        for row, cells in zip(rows, values):
+    def rows(self, rows: Sequence[int], values: list[list], sources: list[str],
+             found: dict[int, RowOutcome], written: set[int]) -> None:
+        for row, cells, source in zip(rows, values, sources):
             if row in written:
                 continue
-            outcome = found.get(row) or RowOutcome(row, Status.ERROR, Stage.NOT_SENT, "", self.not_sent_message)
-            self.row(outcome, cells)
+            outcome = found.get(row) or RowOutcome(row, Status.SKIPPED, Stage.NOT_SENT, rerun=True)
+            self.row(outcome, cells, source)
             _count(self.counts, outcome)
 
-    def skipped_run(self, rows: Sequence[int], values: list[list], reason: str) -> None:
+    def skipped_run(self, rows: Sequence[int], values: list[list], sources: list[str], reason: str) -> None:
         """Rows skipped alike (a run in the journal): one write call, no object per row."""
         if self.masked:
             for cells in values:
                 self.mask(cells)
             reason = mask_text(reason)
         reason = neutralise(reason)
-        if _plain([reason], *values):
-            self.skipped_file.write("".join([f"{row},{reason},{','.join(cells)}\r\n"
-                                             for row, cells in zip(rows, values)]))
+        if _plain([reason], sources, *values):
+            self.skipped_file.write("".join([f"{row},{source},{reason},false,,{','.join(cells)}\r\n"
+                                             for row, source, cells in zip(rows, sources, values)]))
         else:
-            self.skipped.writerows([row, reason, *cells] for row, cells in zip(rows, values))
+            self.skipped.writerows([row, source, reason, "false", "", *cells]
+                                   for row, source, cells in zip(rows, sources, values))
         self.counts.rows += len(rows)
         self.counts.skipped += len(rows)
 
-    def row(self, o: RowOutcome, cells: list) -> None:
+    def row(self, o: RowOutcome, cells: list, source: str) -> None:
+        doubt = _BOOL[o.in_doubt]
         if o.status is Status.ERROR:
-            self.errors.writerow(cells + [o.row, o.stage.value if o.stage else "", neutralise(o.code),
-                                          neutralise(o.message), o.http_status or "", o.attempts])
+            self.errors.writerow(cells + [o.row, source, o.stage.value if o.stage else "", neutralise(o.code),
+                                          neutralise(o.message), o.http_status or "", o.attempts, doubt,
+                                          _next_step(o)])
             return
         identifier, message, warnings = o.identifier, o.message, o.warnings
         if self.masked:
             self.mask(cells)
             identifier, message, warnings = mask_identifier(identifier), mask_text(message), mask_text(warnings)
         if o.status is Status.SUCCESS:
-            self.success.writerow([o.row, neutralise(identifier), neutralise(o.customer_id), o.http_status,
-                                   o.attempts, neutralise(warnings)] + cells)
+            self.success.writerow([o.row, source, neutralise(identifier), neutralise(o.customer_id),
+                                   o.http_status, o.attempts, neutralise(warnings), doubt] + cells)
+        elif o.stage is Stage.NOT_SENT:
+            self.skipped.writerow([o.row, source, NOT_SENT, doubt, NEXT_RUN] + cells)
         else:
-            self.skipped.writerow([o.row, neutralise(message)] + cells)
+            self.skipped.writerow([o.row, source, neutralise(message), doubt, ""] + cells)
 
     def mask(self, cells: list) -> None:
         for n in self.masked:
             if isinstance(cells[n], str):
                 cells[n] = neutralise(mask_identifier(restore(cells[n])))
+
+
+def _next_step(o: RowOutcome) -> str:
+    if o.rerun:
+        return NEXT_RUN
+    return NEXT_FIX if o.stage is Stage.VALIDATION else NEXT_REFUSED
 
 
 _QUOTED = (",", '"', "\r", "\n")
@@ -233,8 +282,11 @@ def _plain(*rows: list) -> bool:
 def _count(counts: ReportCounts, o: RowOutcome) -> None:
     counts.rows += 1
     counts.in_doubt += o.in_doubt
+    counts.to_send_again += o.rerun
     if o.status is Status.SUCCESS:
         counts.success += 1
+    elif o.stage is Stage.NOT_SENT:
+        counts.not_sent += 1
     elif o.status is Status.SKIPPED:
         counts.skipped += 1
     else:

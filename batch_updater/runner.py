@@ -53,8 +53,8 @@ class RunSummary:
     validation_errors: int
     api_errors: int
     network_errors: int
-    in_doubt: int                    # rows with an attempt sent and never answered
-    in_doubt_requests: int           # requests sent and never answered (timeouts, drops)
+    in_doubt: int                    # rows with an attempt sent and never answered (the job's)
+    in_doubt_requests: int           # requests sent and never answered (timeouts, drops; the job's)
     requests: int
     retries: int
     throttled: int
@@ -68,6 +68,7 @@ class RunSummary:
     reports: dict[str, str]
     config: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False            # continued a job an earlier run left unfinished
+    to_send_again: int = 0           # rows the next run of the job sends again (not sent, run-level failures)
     replayed: bool = False           # the job had finished: nothing sent, its summary repeated
     shard: str | None = None         # "K/N" when the run kept only one shard's customers
 
@@ -76,13 +77,16 @@ class RunSummary:
 
 
 def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restart: bool = False,
-        max_runtime_seconds: float | None = None, shard: Shard | None = None,
+        retry_failed: bool = False, max_runtime_seconds: float | None = None, shard: Shard | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         progress_every: float = LOG_INTERVAL) -> RunSummary:
     """Apply every row of `input_path`; raise BatchUpdaterError only for a whole-run failure.
 
-    A run continues its job where an earlier run stopped (no row with a final outcome is
-    sent again); a finished job replays its summary unless `restart`. `shard` keeps only
+    A run continues its job where an earlier run stopped: rows settled by an earlier run
+    (a success, a skip, a validation error, the API's refusal of the row) keep their
+    outcome; rows not sent, or failed for the run's reason (credentials, network, 5xx,
+    a stop), are sent again. A finished job replays its summary unless `restart`, or
+    `retry_failed`, which sends its rows that failed at the API again. `shard` keeps only
     the rows of one shard; `on_progress` is called every `progress_every` seconds.
     """
     started = datetime.now(timezone.utc)
@@ -95,12 +99,14 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
         return _dry_run(config, source, plan, started, screen)
     job = open_job(config, source.path, restart=restart, shard=shard)
     try:
-        if job.finished:
+        reopened = job.journal.reopen_failed() if retry_failed else 0
+        if job.finished and not reopened:
             return _replay(job)
         job.journal.set_meta(status="running")
         folder = _run_folder(job.folder, "run", started)
         run_context.set({"run_id": folder.name, "job_id": job.id})
-        log.info("%s %s: job %s, reports in %s", "resuming" if job.resuming else "starting",
+        resuming = job.resuming or job.finished
+        log.info("%s %s: job %s, reports in %s", "resuming" if resuming else "starting",
                  source.path, job.id, folder)
         total = estimate_rows(source)
         progress = Progress(total // shard.count if total and shard else total, _limit_per_minute(config))
@@ -109,10 +115,12 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
             changes = ChangeFilter(state, only_changed=config.state.only_changed)
             stats = asyncio.run(_send(prepare_chunks(source, plan, config, screen, changes),
                                       job.journal, config, max_runtime_seconds, watch, changes))
-        stats["resumed"] = job.resuming
+        stats["resumed"] = resuming
         stats["shard"] = str(shard) if shard else None
+        stats["in_doubt_attempts"] += int(job.journal.meta().get("in_doubt_requests", 0))
+        job.journal.set_meta(in_doubt_requests=str(stats["in_doubt_attempts"]))
         summary = _finish(config, source, job.id, job.journal, folder, stats, started)
-        job.journal.set_meta(status=JOB_STATUS[summary.exit_code], summary=summary.to_json().decode())
+        job.journal.set_meta(status=_job_status(summary), summary=summary.to_json().decode())
         _log_end(summary)
         notify(config, summary)
         return summary
@@ -120,7 +128,12 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
         job.close()
 
 
-JOB_STATUS = {0: "finished", 1: "finished", 3: "aborted", 4: "stopped"}
+def _job_status(summary: RunSummary) -> str:
+    """`incomplete`: the run finished, but some rows failed for the run's reason (network,
+    5xx): the next run of the job sends them again rather than replaying the summary."""
+    if summary.exit_code in (3, 4):
+        return "aborted" if summary.exit_code == 3 else "stopped"
+    return "incomplete" if summary.to_send_again else "finished"
 
 
 def _dry_run(config: Config, source: CsvInput, plan: ColumnPlan, started: datetime,
@@ -143,10 +156,9 @@ def _finish(config: Config, source: CsvInput, job_id: str, journal: Journal, fol
             stats: dict[str, Any], started: datetime, dry_run: bool = False) -> RunSummary:
     journal.flush()
     paths = ReportPaths.in_folder(folder)
-    not_sent = stats.get("reason") or ("dry run: not sent" if dry_run else "not sent")
     mask = identifier_columns(source.headers, config.columns) if config.output.mask_identifiers else ()
     try:
-        counts = write_reports(paths, source.headers, source.chunks(), journal, not_sent, mask=mask)
+        counts = write_reports(paths, source.headers, source.chunks(), journal, mask=mask)
         summary = _summary(config, source, job_id, paths, counts, stats, started, dry_run)
         write_private(paths.summary, summary.to_json())
     except OSError as exc:  # a full disk: the journal is intact, a rerun writes the reports
@@ -214,14 +226,18 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
     def settle(outcome: RowOutcome) -> None:
         journal.record(outcome)
         watch.progress.count(outcome)
+
+    def answered(outcome: RowOutcome) -> None:
+        journal.acknowledge(outcome)  # durable first: a crash after this never re-sends the row
+        watch.progress.count(outcome)
         if changes:
             changes.settled(outcome.row, outcome.status is Status.SUCCESS)
         if debug and outcome.status is Status.ERROR:
             log.debug("row %d %s: %s %s %s", outcome.row, outcome.identifier, outcome.stage.value,
                       outcome.code, outcome.message)  # identifiers are masked by the log filter
 
-    pool = WorkerPool(client, limiter, limits, settle,
-                      on_dispatch=lambda p: journal.mark_in_flight(p.row),
+    pool = WorkerPool(client, limiter, limits, answered,
+                      on_send=lambda p: journal.mark_in_flight(p.row),
                       was_in_doubt=in_doubt_rows.__contains__)
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="group-commit")
     stores = [journal] + ([changes.state] if changes else [])
@@ -272,16 +288,16 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
 
 def _settled_before(rows: Sequence[int], states: dict[int, str], progress: Progress) -> set[int]:
     """The chunk's rows an earlier run of the job settled (they keep that outcome: none is
-    sent, recorded or skipped again), counted as done."""
+    sent, recorded or skipped again), counted as done by earlier runs."""
     settled = {row for row, state in states.items() if state in FINAL}
     if settled:  # a resumed run; `states` may name rows of other shards, so count the chunk's own
-        progress.done += sum(1 for row in rows if row in settled)
+        progress.count_earlier(sum(1 for row in rows if row in settled))
     return settled
 
 
 def _unfinished(payloads: list[Payload], states: dict[int, str], settled: set[int],
                 in_doubt_rows: set[int]) -> Iterator[Payload]:
-    """The payloads to send; notes those an earlier run of the job left in flight."""
+    """The payloads to send; notes those an earlier run sent without getting an answer."""
     for payload in payloads:
         if payload.row in settled:
             continue
@@ -345,6 +361,7 @@ class ProgressWatch:
         while True:
             await asyncio.sleep(self.every)
             self.progress.retries = stats.retries
+            self.progress.requests = stats.requests
             self.observer(self.progress)
 
 
@@ -429,4 +446,5 @@ def _summary(config: Config, source: CsvInput, job_id: str, paths: ReportPaths, 
         duration_seconds=round((finished - started).total_seconds(), 3),
         achieved_rate_per_minute=round(requests / seconds * 60, 1) if seconds > 0 else 0.0,
         rate_limit_per_minute=_limit_per_minute(config), reason=stats.get("reason"),
-        reports=report_paths, config=config.public_dict(), resumed=stats.get("resumed", False), shard=stats.get("shard"))
+        reports=report_paths, config=config.public_dict(), resumed=stats.get("resumed", False),
+        shard=stats.get("shard"), to_send_again=counts.to_send_again)

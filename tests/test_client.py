@@ -283,8 +283,29 @@ async def test_a_connect_timeout_is_not_in_doubt():
             await client.close()
             for filler in fillers:
                 filler.close()
-    assert (attempt.verdict, attempt.in_doubt) == (Verdict.NETWORK, False)
-    assert attempt.message.startswith("not sent: ConnectionTimeoutError")
+    assert (attempt.verdict, attempt.in_doubt, attempt.unreachable) == (Verdict.NETWORK, False, True)
+    assert attempt.message == (f"not sent: cannot connect to http://127.0.0.1:{port}"
+                               " (no connection within connect_timeout_seconds)")
+
+
+async def test_a_refused_connection_names_the_real_scheme_and_the_cause():
+    port = _closed_port()
+    client = make_client(f"http://127.0.0.1:{port}")
+    try:
+        attempt = await client.send(payload(1))
+    finally:
+        await client.close()
+    assert (attempt.verdict, attempt.in_doubt, attempt.unreachable) == (Verdict.NETWORK, False, True)
+    assert attempt.message == f"not sent: cannot connect to http://127.0.0.1:{port} (Connection refused)"
+    assert "ssl:default" not in attempt.message
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 async def test_no_token_route_at_the_base_url_aborts_with_a_hint():

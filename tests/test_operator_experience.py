@@ -25,7 +25,7 @@ SUMMARY_KEYS = {
     "validation_errors", "api_errors", "network_errors", "in_doubt", "in_doubt_requests", "requests",
     "retries", "throttled", "http_statuses", "started", "finished", "duration_seconds",
     "achieved_rate_per_minute", "rate_limit_per_minute", "reason", "reports", "config", "resumed",
-    "replayed", "shard",
+    "replayed", "shard", "to_send_again",
 }
 
 
@@ -83,9 +83,22 @@ def test_human_summary_names_counts_rate_and_reports(tmp_path, sandbox_server):
     source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(1)], ["919700000000"]])
     result = CliRunner().invoke(main, ["run", str(source), "--config", str(write_config(tmp_path, server.url))])
     out = result.stdout
-    assert out.startswith("2 rows: 1 updated, 1 errors (0 invalid, 1 refused by the API, 0 network, 0 not sent), 0 skipped\n")
+    assert out.startswith("2 rows: 1 updated, 1 errors (0 invalid, 1 refused by the API, 0 network), 0 skipped,"
+                          " 0 not sent\n")
     assert "requests in" in out and "(limit 60000)" in out
     assert "reports: " in out and "summary: " in out
+
+
+def test_progress_of_a_resumed_run_counts_its_own_pace_only():
+    now = [0.0]
+    progress = Progress(10_000, 6000, clock=lambda: now[0])
+    progress.count_earlier(7000)  # settled by the run that stopped: done, not this run's pace
+    for row in range(100):
+        now[0] += 0.6
+        progress.count(RowOutcome(row + 2, Status.SUCCESS))
+        progress.requests += 1
+    assert progress.line() == ("7,100/10,000 rows (71%), 7,000 by earlier runs | 100 requests/min"
+                               " (limit 6,000) | ETA 29m00s | updated 100 · errors 0 · skipped 0 · retries 0")
 
 
 def test_progress_line_and_the_two_displays():
@@ -96,9 +109,10 @@ def test_progress_line_and_the_two_displays():
         outcome = (RowOutcome(row, Status.SUCCESS) if row % 10 else
                    RowOutcome(row, Status.ERROR, Stage.API, "8015"))
         progress.count(outcome)
+        progress.requests += 1
     progress.retries = 4
     line = progress.line()
-    assert line == ("300/1,000 rows (30%) | 600/min (limit 600) | ETA 1m10s"
+    assert line == ("300/1,000 rows (30%) | 600 requests/min (limit 600) | ETA 1m10s"
                     " | updated 270 · errors 30 · skipped 0 · retries 4")
 
     class Tty:

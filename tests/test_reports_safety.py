@@ -54,14 +54,14 @@ def test_an_errors_report_reads_back_as_the_original_cells(tmp_path_factory, cel
         journal.record(RowOutcome(2, Status.ERROR, Stage.VALIDATION, "", "=bad"))
         journal.flush()
         paths = ReportPaths.in_folder(folder)
-        write_reports(paths, reader.headers, reader.chunks(), journal, "not sent")
+        write_reports(paths, reader.headers, reader.chunks(), journal)
     fed_back = CsvInput(paths.errors)
     assert fed_back.headers[:3] == headers
     [row] = [r for chunk in fed_back.chunks() for r in chunk.frame.values.tolist()]
     # The cells as the first run read them (an apostrophe typed before = is the text marker).
     assert row[:3] == [restore(cell) for cell in cells]
-    assert row[3:5] == ["2", "validation"]
-    assert row[6] == "=bad"  # the report's own columns round-trip too
+    assert row[3:6] == ["2", "2", "validation"]
+    assert row[7] == "=bad"  # the report's own columns round-trip too
 
 
 HOSTILE = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1+2", "-2+3", "@SUM(A1)", "-@x"]
@@ -84,7 +84,7 @@ def test_report_cells_are_neutralised_and_errors_csv_fed_back_sends_the_original
     assert put.body["profiles"][0]["firstName"] == HOSTILE[0]  # the API gets the value as typed
 
     success = raw_rows(summary.reports["success"])
-    assert success[1][7:10] == ["'" + HOSTILE[0], "'" + HOSTILE[1], "'" + HOSTILE[2]]
+    assert success[1][9:12] == ["'" + HOSTILE[0], "'" + HOSTILE[1], "'" + HOSTILE[2]]
     errors = raw_rows(summary.reports["errors"])
     assert errors[1][:5] == [mobile(2), "'" + HOSTILE[3], "'-@x", "'=cmd|' /C calc'!A0", "bob@"]
     assert errors[2][5] == "'-5"

@@ -72,14 +72,15 @@ def test_reports_put_run_rows_and_single_rows_in_file_order_once_each(tmp_path):
         journal.flush()
         paths = ReportPaths.in_folder(tmp_path)
         counts = write_reports(paths, ["identifierValue", "firstName"], [_chunk(rows[:4]), _chunk(rows[4:])],
-                               journal, "not sent")
+                               journal)
     skipped = read_report(paths.skipped)
     assert [(r["_row"], r["_reason"]) for r in skipped] == [
-        ("2", "same"), ("3", "same"), ("6", "blank row"), ("7", "same"), ("10", "same"), ("11", "same")]
+        ("2", "same"), ("3", "same"), ("6", "blank row"), ("7", "same"), ("10", "same"), ("11", "same"),
+        ("12", "not_sent")]
     assert skipped[0]["firstName"] == "'=cell2"  # neutralised like every report cell
     assert [r["_row"] for r in read_report(paths.success)] == ["5"]
-    assert [(r["_row"], r["_stage"]) for r in read_report(paths.errors)] == [("12", "not_sent")]
-    assert (counts.rows, counts.skipped, counts.success, counts.error, counts.not_sent) == (8, 6, 1, 1, 1)
+    assert read_report(paths.errors) == []
+    assert (counts.rows, counts.skipped, counts.success, counts.error, counts.not_sent) == (8, 6, 1, 0, 1)
 
 
 def test_masked_identifiers_in_run_rows(tmp_path):
@@ -88,7 +89,7 @@ def test_masked_identifiers_in_run_rows(tmp_path):
         journal.flush()
         paths = ReportPaths.in_folder(tmp_path)
         frame = pd.DataFrame({0: ["919845012345", "a.b@example.com"], 1: ["x", "y"]}, dtype=object)
-        write_reports(paths, ["identifierValue", "firstName"], [Chunk(2, frame)], journal, "not sent", mask=[0])
+        write_reports(paths, ["identifierValue", "firstName"], [Chunk(2, frame)], journal, mask=[0])
     assert [(r["identifierValue"], r["firstName"]) for r in read_report(paths.skipped)] == [
         ("9198****2345", "x"), ("a***@example.com", "y")]
 
@@ -181,10 +182,10 @@ def test_a_run_written_as_joined_lines_reads_as_the_csv_module_writes_it(cells, 
 
     rows = list(range(2, 2 + len(cells)))
     handle = io.StringIO()
-    _Writer(io.StringIO(), io.StringIO(), handle, [], ReportCounts(), "").skipped_run(
-        rows, [list(c) for c in cells], reason)
+    _Writer(io.StringIO(), io.StringIO(), handle, [], ReportCounts()).skipped_run(
+        rows, [list(c) for c in cells], [str(row) for row in rows], reason)
     expected = io.StringIO()
-    csv.writer(expected).writerows([row, neutralise(reason), *c] for row, c in zip(rows, cells))
+    csv.writer(expected).writerows([row, row, neutralise(reason), "false", "", *c] for row, c in zip(rows, cells))
     assert handle.getvalue() == expected.getvalue()
 
 
@@ -211,12 +212,13 @@ def test_success_rows_written_in_bulk_read_as_the_row_by_row_writer_wrote_them(t
                                           customer_id=customer_id, warnings=warnings, identifier=identifier,
                                           in_doubt=row % 2 == 0))
             if status == "success":
-                csv.writer(expected).writerow([row, neutralise(identifier), neutralise(customer_id), 200, 1,
-                                               neutralise(warnings)] + [neutralise(c) for c in cases[row - 2][4]])
+                csv.writer(expected).writerow([row, row, neutralise(identifier), neutralise(customer_id), 200, 1,
+                                               neutralise(warnings), "true" if row % 2 == 0 else "false"]
+                                              + [neutralise(c) for c in cases[row - 2][4]])
         journal.flush()
         frame = pd.DataFrame([c[4] for c in cases], dtype=object)
         paths = ReportPaths.in_folder(folder)
-        counts = write_reports(paths, ["a", "b"], [Chunk(2, frame)], journal, "not sent")
+        counts = write_reports(paths, ["a", "b"], [Chunk(2, frame)], journal)
     with open(paths.success, newline="", encoding="utf-8") as handle:
         assert handle.read().split("\r\n", 1)[1] == expected.getvalue()
     successes = [row for row, case in zip(rows, cases) if case[0] == "success"]

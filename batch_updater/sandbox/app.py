@@ -68,12 +68,13 @@ class Exchange:
     fault: str | None = None
     admitted: bool = False
 
-    def record(self, answer: Answer) -> RecordedRequest:
+    def record(self, answer: Answer, delay: float = 0.0) -> RecordedRequest:
         r = self.request
         headers = {str(k): v for k, v in r.headers.items()}  # plain str keys serialize
         return RecordedRequest(self.seq, self.started, r.method, r.path, dict(r.query),
                                headers, self.body, self.credential, self.customer_id,
-                               answer.status, answer.applied, answer.outcome, self.admitted)
+                               answer.status, answer.applied, answer.outcome, self.admitted,
+                               time.monotonic() + delay)
 
 
 async def token_route(request: web.Request) -> web.StreamResponse:
@@ -175,10 +176,10 @@ async def _finish(state: SandboxState, ex: Exchange, answer: Answer) -> web.Stre
         answer = dropped("drop_after", applied=answer.applied)
     elif ex.fault == "slow":
         answer = replace(answer, outcome="slow")
-    state.recorder.add(ex.record(answer))
     delay = state.settings.latency_seconds
     if ex.fault == "slow":
         delay += state.faults.slow_seconds
+    state.recorder.add(ex.record(answer, delay))
     if delay:
         await asyncio.sleep(delay)
     if answer.status == 0 and ex.request.transport is not None:

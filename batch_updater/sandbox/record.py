@@ -25,6 +25,7 @@ class RecordedRequest:
     applied: bool
     outcome: str
     admitted: bool = False  # passed the rate limit, so it counts in the credential's window
+    answered: float = 0.0   # time.monotonic() when the answer goes out (after any latency)
 
     def to_json(self) -> dict:
         return asdict(self)

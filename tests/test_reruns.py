@@ -1,0 +1,209 @@
+"""Reruns finish the job: a run that stopped or failed for a reason that is not about the
+rows (a wrong password, a dead endpoint, Ctrl-C) is fixed and run again, and that rerun
+sends exactly the rows left: not sent, or failed for the run's reason. Rows the API
+refused for themselves stay settled unless --retry-failed asks for them again.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from batch_updater.cli import main
+from batch_updater.reports import NEXT_REFUSED, NEXT_RUN
+from batch_updater.sandbox import Faults
+
+from conftest import PASSWORD, customer_puts, mobile, read_report, write_config, write_csv
+
+CLI = [sys.executable, "-m", "batch_updater.cli"]
+
+
+def _run(source: Path, config: Path, *extra: str) -> tuple[int, dict, str]:
+    result = CliRunner().invoke(main, ["run", str(source), "--config", str(config), "--json", *extra])
+    assert result.stdout.startswith("{"), result.output
+    return result.exit_code, json.loads(result.stdout), result.stderr
+
+
+def _reports(summary: dict) -> dict[str, list[dict[str, str]]]:
+    return {kind: read_report(summary["reports"][kind]) for kind in ("success", "errors", "skipped")}
+
+
+def _reported_rows(summary: dict) -> list[int]:
+    return sorted(int(r["_row"]) for rows in _reports(summary).values() for r in rows)
+
+
+def _adds_up(summary: dict) -> bool:
+    return summary["rows"] == (summary["success"] + summary["errors"] + summary["skipped"]
+                               + summary["not_sent"])
+
+
+def _answered_200(server) -> Counter:
+    return Counter(r.query["identifierValue"] for r in customer_puts(server) if r.status == 200)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# (a) -----------------------------------------------------------------------------------------
+
+def test_a_wrong_password_aborts_then_the_right_one_finishes_every_row(tmp_path, sandbox_server):
+    server = sandbox_server()
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(200)])
+    config = write_config(tmp_path, server.url, password="Wr0ng-Secret!", limits={"concurrency": 4})
+
+    code, aborted, _ = _run(source, config)
+    assert code == 3 and "check [api] username and BATCH_UPDATER_PASSWORD" in aborted["reason"]
+    assert "rows that failed this way, or were not sent, are sent again" in aborted["reason"]
+    reports = _reports(aborted)
+    assert reports["errors"] and all(r["_http_status"] == "401" and r["_next"] == NEXT_RUN
+                                     for r in reports["errors"])
+    assert all(r["_reason"] == "not_sent" and r["_next"] == NEXT_RUN for r in reports["skipped"])
+    assert aborted["not_sent"] == len(reports["skipped"]) == 200 - aborted["errors"]
+    assert aborted["to_send_again"] == 200 and _adds_up(aborted)
+
+    (tmp_path / "secret").write_text(PASSWORD)  # the operator fixes the password
+    code, done, _ = _run(source, config)
+    assert code == 0, done["reason"]
+    assert done["resumed"] and done["success"] == 200 and done["to_send_again"] == 0
+    assert sorted(int(r["_row"]) for r in _reports(done)["success"]) == list(range(2, 202))
+    assert set(_answered_200(server).values()) == {1} and len(_answered_200(server)) == 200
+
+
+# (b) -----------------------------------------------------------------------------------------
+
+def test_an_unreachable_endpoint_aborts_fast_whatever_the_size_then_the_rerun_finishes(
+        tmp_path, sandbox_server):
+    port = _free_port()  # nothing listens there yet
+    url = f"http://127.0.0.1:{port}"
+    for rows in (29, 20_000):
+        folder = tmp_path / str(rows)
+        folder.mkdir()
+        source = write_csv(folder / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(rows)])
+        config = write_config(folder, url, limits={"rate_per_minute": 600})
+        began = time.monotonic()
+        code, aborted, _ = _run(source, config)
+        assert code == 3 and time.monotonic() - began < 10
+        assert aborted["reason"].startswith(f"cannot reach the API: cannot connect to {url}"
+                                            " (Connection refused); check [api] base_url, DNS and the network")
+        assert aborted["requests"] <= 10 and aborted["network_errors"] + aborted["not_sent"] == rows
+        messages = {r["_message"] for r in _reports(aborted)["errors"]}
+        assert messages == {f"not sent: cannot connect to {url} (Connection refused)"}  # no ssl:default
+
+    server = sandbox_server(port=port, customers=20_000)  # the endpoint is up again
+    for rows in (29, 20_000):
+        folder = tmp_path / str(rows)
+        before = len(customer_puts(server))
+        code, done, _ = _run(folder / "in.csv", folder / "config.toml", "--rate-per-minute", "1000000")
+        assert code == 0, done["reason"]
+        assert done["success"] == rows and _reported_rows(done) == list(range(2, rows + 2))
+        assert len(customer_puts(server)) - before == rows  # every row once
+
+
+# (c) -----------------------------------------------------------------------------------------
+
+def test_ctrl_c_leaves_unsent_rows_out_of_errors_and_the_resume_sends_them(tmp_path, sandbox_server):
+    server = sandbox_server()
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(300)])
+    config = write_config(tmp_path, server.url, limits={"rate_per_minute": 1200, "concurrency": 4})
+    process = subprocess.Popen(CLI + ["run", str(source), "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while len(customer_puts(server)) < 20:
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 4, err
+
+    counts = next(line for line in out.splitlines() if line.startswith("300 rows: "))
+    summary = json.loads(Path(out.split("summary: ")[1].strip()).read_text())
+    assert counts == (f"300 rows: {summary['success']} updated, 0 errors (0 invalid, 0 refused by the API,"
+                      f" 0 network), 0 skipped, {summary['not_sent']} not sent")
+    assert summary["errors"] == 0 and summary["not_sent"] > 0 and _adds_up(summary)
+    reports = _reports(summary)
+    assert not reports["errors"]
+    assert {(r["_reason"], r["_next"]) for r in reports["skipped"]} == {("not_sent", NEXT_RUN)}
+    assert "stopped: stopped by SIGINT; run the same command again to resume" in out
+
+    code, done, _ = _run(source, config, "--rate-per-minute", "1000000")
+    assert code == 0 and done["success"] == 300 and _adds_up(done)
+    assert set(_answered_200(server).values()) == {1} and len(_answered_200(server)) == 300
+
+
+# (d) -----------------------------------------------------------------------------------------
+
+def test_retry_failed_resends_exactly_the_rows_the_api_refused(tmp_path, sandbox_server):
+    server = sandbox_server()
+    rows = [[mobile(i)] for i in range(10)] + [["919700000001"], ["12"], ["919700000002"]]
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], rows)
+    config = write_config(tmp_path, server.url)
+
+    code, first, _ = _run(source, config)
+    assert code == 1 and (first["api_errors"], first["validation_errors"]) == (2, 1)
+    refused = {r["_row"]: r["_next"] for r in _reports(first)["errors"] if r["_stage"] == "api"}
+    assert refused == {"12": NEXT_REFUSED, "14": NEXT_REFUSED}
+    sent = len(customer_puts(server))
+
+    code, replay, _ = _run(source, config)  # a plain rerun of a finished job sends nothing
+    assert code == 1 and replay["replayed"] and len(customer_puts(server)) == sent
+
+    code, retried, _ = _run(source, config, "--retry-failed")
+    assert code == 1 and retried["resumed"] and not retried["replayed"]
+    again = customer_puts(server)[sent:]
+    assert sorted(r.query["identifierValue"] for r in again) == ["919700000001", "919700000002"]
+    assert _reported_rows(retried) == list(range(2, 15))  # the whole file, reported again
+    assert (retried["success"], retried["api_errors"], retried["validation_errors"]) == (10, 2, 1)
+
+
+# (f) -----------------------------------------------------------------------------------------
+
+def test_in_doubt_is_reported_per_row_and_stays_the_jobs_figure(tmp_path, sandbox_server):
+    server = sandbox_server(faults=Faults(drop_after=0.3), seed=3)
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(60)])
+    config = write_config(tmp_path, server.url, limits={"rate_per_minute": 600, "max_attempts": 8})
+    code, stopped, _ = _run(source, config, "--max-runtime", "2s")
+    assert code == 4
+    code, done, _ = _run(source, config, "--rate-per-minute", "1000000")
+    assert code == 0 and done["success"] == 60
+
+    dropped = {r.query["identifierValue"] for r in customer_puts(server) if r.status == 0}
+    flagged = {r["identifierValue"] for r in _reports(done)["success"] if r["_in_doubt"] == "true"}
+    assert dropped and flagged == dropped
+    assert done["in_doubt"] == len(dropped) >= stopped["in_doubt"]
+    assert done["in_doubt_requests"] == sum(r.status == 0 for r in customer_puts(server))
+    code, replay, _ = _run(source, config)
+    assert replay["replayed"] and (replay["in_doubt"], replay["in_doubt_requests"]) == (
+        done["in_doubt"], done["in_doubt_requests"])
+
+
+def test_rows_fed_back_from_errors_csv_keep_their_original_row_number(tmp_path, sandbox_server):
+    server = sandbox_server()
+    rows = [[mobile(i), "A"] for i in range(30)]
+    rows[26] = ["919700000003", "Ghost"]  # row 28 of the nightly file: not found
+    rows[5] = ["12", "Short"]             # row 7: not a mobile number
+    source = write_csv(tmp_path / "nightly.csv", ["identifierValue", "firstName"], rows)
+    config = write_config(tmp_path, server.url)
+    code, nightly, _ = _run(source, config)
+    assert code == 1
+
+    fed_back = Path(nightly["reports"]["errors"])
+    code, second, _ = _run(fed_back, config)
+    assert code == 1
+    errors = {r["identifierValue"]: (r["_row"], r["_source_row"]) for r in _reports(second)["errors"]}
+    assert errors == {"12": ("2", "7"), "919700000003": ("3", "28")}
+
+    again = Path(second["reports"]["errors"])  # and once more: still the nightly file's numbers
+    code, third, _ = _run(again, config)
+    assert {r["_source_row"] for r in _reports(third)["errors"]} == {"7", "28"}
+    assert all(r["_source_row"] == r["_row"] for r in _reports(nightly)["success"])
