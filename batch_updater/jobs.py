@@ -26,7 +26,9 @@ from .journal import Journal, read_meta
 
 JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = "lock"
-UNFINISHED = ("running", "stopped", "aborted")
+UNFINISHED = ("running", "stopped", "aborted")  # a changed file is refused while its job is one of these
+# Finished, but some rows failed for the run's reason (network, 5xx): the next run sends them.
+INCOMPLETE = "incomplete"
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Job:
     id: str
     folder: Path
     journal: Journal
-    status: str           # new | running | stopped | aborted | finished (as found)
+    status: str           # new | running | stopped | aborted | incomplete | finished (as found)
     lock: IO[str] | None
 
     @property
@@ -43,7 +45,7 @@ class Job:
 
     @property
     def resuming(self) -> bool:
-        return self.status in UNFINISHED
+        return self.status in UNFINISHED or self.status == INCOMPLETE
 
     def close(self) -> None:
         self.journal.close()

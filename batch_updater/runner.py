@@ -24,7 +24,7 @@ import orjson
 from .columns import ColumnPlan, resolve_headers
 from .config import Config
 from .errors import InputError, RunAborted
-from .jobs import Job, job_folder, job_identity, open_job
+from .jobs import INCOMPLETE, Job, job_folder, job_identity, open_job
 from .changes import UNCHANGED, ChangeFilter, SyncState
 from .journal import FINAL, FLUSH_SECONDS, IN_FLIGHT, Journal
 from .outcomes import RowOutcome, Status
@@ -133,7 +133,7 @@ def _job_status(summary: RunSummary) -> str:
     5xx): the next run of the job sends them again rather than replaying the summary."""
     if summary.exit_code in (3, 4):
         return "aborted" if summary.exit_code == 3 else "stopped"
-    return "incomplete" if summary.to_send_again else "finished"
+    return INCOMPLETE if summary.to_send_again else "finished"
 
 
 def _dry_run(config: Config, source: CsvInput, plan: ColumnPlan, started: datetime,

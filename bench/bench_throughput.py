@@ -78,7 +78,8 @@ def pipeline_config(url: str, folder: Path):
 # Parts of the pipeline a --diagnose variant switches off (the figures say what they cost).
 SWITCHED_OFF = {
     "journal writes off": [(Journal, "mark_in_flight", lambda self, row: None),
-                           (Journal, "record", lambda self, outcome: None)],
+                           (Journal, "record", lambda self, outcome: None),
+                           (Journal, "acknowledge", lambda self, outcome: None)],
     "state store off": [(SyncState, "flush", lambda self: None),
                         (ChangeFilter, "sending", lambda self, rows, keys, digests: None),
                         (ChangeFilter, "settled", lambda self, row, applied: None)],

@@ -207,3 +207,80 @@ def test_rows_fed_back_from_errors_csv_keep_their_original_row_number(tmp_path, 
     code, third, _ = _run(again, config)
     assert {r["_source_row"] for r in _reports(third)["errors"]} == {"7", "28"}
     assert all(r["_source_row"] == r["_row"] for r in _reports(nightly)["success"])
+
+
+# The journal's side of it -----------------------------------------------------------------------
+
+def _crashed(path: Path) -> "Journal":
+    """A journal whose process dies with it open: no flush, no close."""
+    from batch_updater.journal import Journal
+
+    return Journal(path)
+
+
+def test_an_acknowledged_answer_survives_a_crash_before_any_commit(tmp_path):
+    from batch_updater.journal import IN_FLIGHT, Journal
+    from batch_updater.outcomes import RowOutcome, Stage, Status
+
+    path = tmp_path / "journal.sqlite"
+    crashed = _crashed(path)
+    for row in (2, 3, 4, 5):
+        crashed.mark_in_flight(row)
+    crashed.acknowledge(RowOutcome(2, Status.SUCCESS, http_status=200, attempts=1, customer_id="c2"))
+    crashed.acknowledge(RowOutcome(3, Status.ERROR, Stage.API, "8015", "not found", 400, 1))
+    crashed.acknowledge(RowOutcome(4, Status.ERROR, Stage.NETWORK, "", "reset", None, 5, in_doubt=True,
+                                   rerun=True))
+    with open(str(path) + ".acks", "ab") as log:
+        log.write(b'[5,"success",nu')  # a write torn by the kill: row 5 counts as unanswered
+    with Journal(path) as journal:
+        assert journal.states(0, 10) == {2: "success", 3: "error", 4: IN_FLIGHT, 5: IN_FLIGHT}
+        assert journal.outcomes(2, 2)[2].customer_id == "c2"
+    assert not Path(str(path) + ".acks").exists() and not Path(str(path) + ".inflight").exists()
+
+
+def test_failures_of_the_run_are_sent_again_and_retry_failed_reopens_the_refusals(tmp_path):
+    from batch_updater.journal import RESEND, Journal
+    from batch_updater.outcomes import RowOutcome, Stage, Status
+
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        journal.record(RowOutcome(2, Status.ERROR, Stage.VALIDATION, "", "bad mobile"))
+        journal.record(RowOutcome(3, Status.ERROR, Stage.API, "8015", "not found", 400))
+        journal.record(RowOutcome(4, Status.ERROR, Stage.API, "", "HTTP 401", 401, rerun=True))
+        journal.record(RowOutcome(5, Status.ERROR, Stage.NETWORK, "", "refused", rerun=True))
+        journal.flush()
+        assert journal.states(0, 10) == {2: "error", 3: "error", 4: RESEND, 5: RESEND}
+        assert journal.reopen_failed() == 1
+        assert journal.states(0, 10) == {2: "error", 3: RESEND, 4: RESEND, 5: RESEND}
+
+
+def test_a_run_that_gives_up_on_its_requests_leaves_them_in_flight(tmp_path):
+    from batch_updater.journal import IN_FLIGHT, Journal
+    from batch_updater.outcomes import RowOutcome, Status
+
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        for row in (2, 3):
+            journal.mark_in_flight(row)
+        journal.acknowledge(RowOutcome(2, Status.SUCCESS, http_status=200))
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        assert journal.states(0, 10) == {2: "success", 3: IN_FLIGHT}
+        assert journal.outcomes(3, 3)[3].stage.value == "not_sent" and journal.outcomes(3, 3)[3].in_doubt
+
+
+def test_a_finished_run_with_5xx_failures_is_completed_by_the_next_run(tmp_path, sandbox_server):
+    server = sandbox_server(faults=Faults(error_503=0.3), seed=5)
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(40)])
+    config = write_config(tmp_path, server.url, limits={"max_attempts": 1,
+                                                        "consecutive_failures_to_abort": 1000})
+    code, first, _ = _run(source, config)
+    failed = {r["identifierValue"] for r in _reports(first)["errors"]}
+    assert code == 1 and failed and first["to_send_again"] == len(failed) == first["api_errors"]
+    assert all(r["_http_status"] == "503" and r["_next"] == NEXT_RUN for r in _reports(first)["errors"])
+
+    server.state.faults = Faults()  # the API recovered
+    sent = len(customer_puts(server))
+    code, second, _ = _run(source, config)
+    assert code == 0 and second["resumed"] and not second["replayed"] and second["success"] == 40
+    assert {r.query["identifierValue"] for r in customer_puts(server)[sent:]} == failed
+    assert len(customer_puts(server)) - sent == len(failed)
+    code, third, _ = _run(source, config)
+    assert third["replayed"] and len(customer_puts(server)) - sent == len(failed)

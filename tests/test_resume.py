@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -51,17 +50,23 @@ def _wait_for_requests(server, count: int, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
-def test_sigkill_at_random_points_then_resume_loses_nothing_and_resends_nothing_acknowledged(
-        tmp_path, sandbox_server):
-    rng = random.Random(20261128)
-    server = sandbox_server(faults=Faults(error_503=0.05, drop_before=0.02, drop_after=0.02), seed=7)
-    source = write_csv(tmp_path / "in.csv", ["identifierValue", "firstName"], _rows(600))
+# A kill between the answer leaving the sandbox and the client's one write of it is the
+# only way a row answered 200 is sent again: the client reads, classifies and appends
+# the answer in well under this (a group commit's interval is 0.2 s).
+ACK_WINDOW = 0.05
+
+
+def test_sigkill_at_random_points_then_resume_resends_no_row_answered_200(tmp_path, sandbox_server, capsys):
+    rng = random.Random(20261204)
+    faults = Faults(error_503=0.05, drop_before=0.02, drop_after=0.02, slow=0.03, slow_seconds=0.3)
+    server = sandbox_server(faults=faults, seed=7)
+    source = write_csv(tmp_path / "in.csv", ["identifierValue", "firstName"], _rows(1500))
     config = write_config(tmp_path, server.url, limits={"rate_per_minute": 12_000, "concurrency": 8,
-                                                        "max_attempts": 6})
+                                                        "max_attempts": 8})
     kills: list[float] = []
-    for _ in range(6):
+    for _ in range(5):
         process = _start(source, config)
-        _wait_for_requests(server, len(customer_puts(server)) + rng.randint(5, 60))
+        _wait_for_requests(server, len(customer_puts(server)) + rng.randint(20, 250))
         kills.append(time.monotonic())
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -69,25 +74,45 @@ def test_sigkill_at_random_points_then_resume_loses_nothing_and_resends_nothing_
     out, err = final.communicate(timeout=120)
     assert final.returncode == 0, err
     summary = json.loads(out)
+    assert _all_reported_rows(summary) == list(range(2, 1502))
+    assert summary["success"] == 1500 and summary["resumed"]
 
-    assert _all_reported_rows(summary) == list(range(2, 602))
-    assert summary["success"] == 600 and summary["resumed"]
-    # A row the API answered 200 is sent again only if the kill came before the client
-    # journaled that answer: in flight at the kill, or answered within the last group
-    # commit's interval. Such rows count as in doubt.
-    answered: dict[str, float] = {}
-    resent_after_200 = defaultdict(int)
-    for request in customer_puts(server):
+    puts = customer_puts(server)
+    answered: dict[str, object] = {}  # each customer's last request answered 200
+    resent_after_200 = []
+    gaps = []  # from the answer leaving the sandbox to the kill, for each row sent again
+    for request in puts:
         key = request.query["identifierValue"]
         if key in answered:
-            resent_after_200[key] += 1
-            # (a request the killed process wrote just before dying may arrive just after)
-            assert any(answered[key] - ARRIVAL_SLACK <= kill <= request.started for kill in kills), key
-            assert min(k - answered[key] for k in kills
-                       if k >= answered[key] - ARRIVAL_SLACK) < FLUSH_SECONDS + ARRIVAL_SLACK
+            first = answered[key]
+            # allowed only when a kill came before the client could have written the answer down
+            assert any(first.started <= kill <= min(first.answered + ACK_WINDOW, request.started)
+                       for kill in kills), (key, first.answered, kills)
+            resent_after_200.append(key)
+            gaps.append(min(kill - first.answered for kill in kills if kill >= first.started))
         if request.status == 200:
-            answered[key] = request.started
+            answered[key] = request
     assert summary["in_doubt"] >= len(resent_after_200)
+    delivered = sum(gap >= 0 for gap in gaps)  # answered before the kill, yet sent again
+    with capsys.disabled():
+        print(f"\nkill test: {len(kills)} kills, {len(puts)} requests at {_sending_rate(puts, kills):.0f}/s"
+              f" while the killed runs sent, {sum(r.status == 200 for r in puts)} answered 200;"
+              f" sent again: {len(resent_after_200) - delivered} whose answer the kill cut off,"
+              f" {delivered} answered before the kill (at most"
+              f" {max([gap for gap in gaps if gap >= 0], default=0) * 1000:.1f} ms before it)")
+
+
+def _sending_rate(puts: list, kills: list[float]) -> float:
+    """Requests per second of the killed runs, each from its first request to its kill."""
+    count = span = 0.0
+    begin = 0.0
+    for kill in kills:
+        run = [r for r in puts if begin < r.started <= kill]
+        if len(run) > 1:
+            count += len(run)
+            span += kill - run[0].started
+        begin = kill
+    return count / span if span else 0.0
 
 
 def test_sigterm_stops_cleanly_with_exit_4_then_resume_completes(tmp_path, sandbox_server):
