@@ -17,6 +17,7 @@ import html
 import os
 import re
 import secrets
+import ssl
 import time
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -383,6 +384,8 @@ def _unreachable(base_url: str, cause: str) -> Attempt:
 def _connect_cause(exc: aiohttp.ClientConnectorError) -> str:
     """The OS's reason without aiohttp's wrapping (which says `ssl:default` even for http)."""
     error = exc.os_error
+    if isinstance(error, ssl.SSLError):  # its errno is the TLS library's, not the OS's
+        return f"TLS: {error.reason or error}"
     if isinstance(error, OSError) and error.errno and error.errno > 0:
         return os.strerror(error.errno)  # "Connection refused", not "Connect call failed (...)"
     if isinstance(error, OSError) and error.strerror:

@@ -321,3 +321,15 @@ async def test_no_token_route_at_the_base_url_aborts_with_a_hint():
     finally:
         await client.close()
         await runner.cleanup()
+
+
+async def test_a_tls_handshake_with_a_plain_http_port_is_a_connection_failure(sandbox_server):
+    server = sandbox_server()
+    url = server.url.replace("http://", "https://")
+    client = make_client(url)
+    try:
+        attempt = await client.send(payload(1))
+    finally:
+        await client.close()
+    assert (attempt.verdict, attempt.unreachable) == (Verdict.NETWORK, True)
+    assert attempt.message.startswith(f"not sent: cannot connect to {url} (TLS: ")
