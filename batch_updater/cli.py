@@ -91,7 +91,7 @@ def _connection_options(f):
 def _output_options(f):
     options = [
         click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout."),
-        click.option("--quiet", is_flag=True, help="No progress and no summary; errors only."),
+        click.option("--quiet", is_flag=True, help="No progress, no summary, no info logs; warnings and errors only."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
                      default="info", show_default=True, help="Log detail (logs go to stderr)."),
         click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
@@ -168,7 +168,8 @@ def run(file: str, dry_run: bool, resume: bool, retry_failed: bool, max_runtime:
         parsed = Shard.parse(shard) if shard else None
         config = _load({**options, "only_changed": only_changed}, shard=parsed)
         display = _progress_display(quiet or as_json)
-        _setup_logging(config, log_level, log_format, log_file, before_emit=display.clear)
+        level = "warning" if quiet and log_level == "info" else log_level  # --quiet: errors and warnings only
+        _setup_logging(config, level, log_format, log_file, before_emit=display.clear)
         try:
             return _run_file(config, file, dry_run=dry_run, restart=not resume, retry_failed=retry_failed,
                              max_runtime_seconds=seconds, shard=parsed,
@@ -242,7 +243,8 @@ def human_summary(s) -> str:
     lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (use --restart to send it all again,"
              " or --retry-failed to send the rows the API refused)"] if s.replayed else []
     if s.resumed:
-        lines.append(f"job {s.job_id}: resumed; rows settled by earlier runs kept their outcome")
+        lines.append(f"job {s.job_id}: resumed; {s.sent_again} rows that earlier runs did not settle"
+                     " were sent again, the others kept their outcome")
     lines.append(f"{s.rows} rows: {s.success} updated, {s.errors} errors ({s.validation_errors} invalid,"
                  f" {s.api_errors} refused by the API, {s.network_errors} network), {s.skipped} skipped,"
                  f" {s.not_sent} not sent")

@@ -22,7 +22,7 @@ import orjson
 
 from .config import Config
 from .errors import InputError, JobLocked
-from .journal import Journal, read_meta
+from .journal import Journal, applied_anything, read_meta
 
 JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = "lock"
@@ -55,16 +55,24 @@ class Job:
 
 def job_identity(path: Path, config: Config, shard: object = None) -> str:
     """A hash of the input's content and of every setting that changes what is sent."""
-    digest = hashlib.sha256()
+    return _job_facts(path, config, shard)[0]
+
+
+def _job_facts(path: Path, config: Config, shard: object = None) -> tuple[str, str, dict[str, object]]:
+    """The job id, the input's own digest and the settings, by name (kept in the journal,
+    so that a refusal can say what changed)."""
+    digest, content = hashlib.sha256(), hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+            content.update(block)
     api = config.api
-    settings = [api.base_url, api.source, api.account_id, api.identifier_name, api.use_async,
-                sorted(config.columns.items()), repr(config.input), str(shard or ""),
-                config.state.only_changed]
-    digest.update(orjson.dumps(settings, default=str))
-    return digest.hexdigest()[:12]
+    settings = {"[api] base_url": api.base_url, "[api] source": api.source, "[api] account_id": api.account_id,
+                "[api] identifier_name": api.identifier_name, "[api] use_async": api.use_async,
+                "[columns]": sorted(config.columns.items()), "[input]": repr(config.input),
+                "--shard": str(shard or ""), "--only-changed": config.state.only_changed}
+    digest.update(orjson.dumps(list(settings.values()), default=str))
+    return digest.hexdigest()[:12], content.hexdigest(), settings
 
 
 def job_folder(config: Config, input_path: Path, job_id: str, shard: object = None) -> Path:
@@ -75,18 +83,19 @@ def job_folder(config: Config, input_path: Path, job_id: str, shard: object = No
 
 
 def open_job(config: Config, input_path: Path, *, restart: bool = False, shard: object = None) -> Job:
-    job_id = job_identity(input_path, config, shard)
+    job_id, content, settings = _job_facts(input_path, config, shard)
     folder = job_folder(config, input_path, job_id, shard)
     _make_private_dirs(folder)
     lock = _take_lock(folder / LOCK_NAME, job_id)
     try:
-        _refuse_changed_input(config, input_path, job_id, restart, folder)
+        _refuse_changed_input(config, input_path, job_id, restart, folder, content, settings)
         journal_path = folder / JOURNAL_NAME
         if restart and journal_path.exists():
             _set_aside(journal_path)
         journal = Journal(journal_path)
         status = journal.meta().get("status", "new")
-        journal.set_meta(job_id=job_id, input=str(input_path.resolve()))
+        journal.set_meta(job_id=job_id, input=str(input_path.resolve()), content_sha256=content,
+                         settings=orjson.dumps(settings, default=str).decode())
         return Job(job_id, folder, journal, status, lock)
     except BaseException:
         lock.close()
@@ -107,7 +116,7 @@ def _make_private_dirs(folder: Path) -> None:
 def _take_lock(path: Path, job_id: str) -> IO[str]:
     """An flock held for the whole run; the kernel releases it when the process dies,
     so a lock left by a killed run is simply taken over."""
-    handle = open(path, "a+", encoding="utf-8")
+    handle = open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+", encoding="utf-8")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -124,9 +133,11 @@ def _take_lock(path: Path, job_id: str) -> IO[str]:
     return handle
 
 
-def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart: bool,
-                          folder: Path) -> None:
-    """An unfinished job of the same input path (and shard) with other content or settings blocks us."""
+def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart: bool, folder: Path,
+                          content: str, settings: dict[str, object]) -> None:
+    """An unfinished job of the same input path (and shard) with other content or settings
+    blocks us, unless `restart`, or unless it changed only the base URL and nothing was
+    (or may have been) applied through the old one: a wrong or dead URL, now corrected."""
     resolved = str(input_path.resolve())
     stem = folder.name.rsplit("-", 1)[0]
     for journal_path in sorted(Path(config.output.dir).glob(f"{stem}-*/{JOURNAL_NAME}")):
@@ -135,14 +146,40 @@ def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart
             continue
         if meta.get("status") not in UNFINISHED:
             continue
-        if restart:
+        changes = _what_changed(meta, content, settings)
+        if restart or (changes == ["[api] base_url"] and not _applied_anything(journal_path)):
             with Journal(journal_path) as other:
                 other.set_meta(status="abandoned")
             continue
+        changed = ", ".join(f"{name} (was {_earlier(meta, name)})" if name.startswith("[api]") else name
+                            for name in changes) or "the file or the settings"
         raise InputError(
-            f"{input_path} or the settings changed since job {meta.get('job_id')} stopped"
-            f" unfinished ({journal_path.parent}); restore them to resume that job, or run"
-            " with --restart to start over with the file as it is now")
+            f"{input_path}: {changed} changed since job {meta.get('job_id')} stopped unfinished"
+            f" ({journal_path.parent}); restore them to resume that job, or run with --restart to"
+            " start over with the file and settings as they are now")
+
+
+def _what_changed(meta: dict[str, str], content: str, settings: dict[str, object]) -> list[str]:
+    if "settings" not in meta:  # a journal of an earlier version: it cannot say
+        return []
+    before = orjson.loads(meta["settings"])
+    now = orjson.loads(orjson.dumps(settings, default=str))
+    changes = [name for name in now if before.get(name) != now[name]]
+    return (["the file's content"] if meta.get("content_sha256") != content else []) + changes
+
+
+def _earlier(meta: dict[str, str], name: str) -> object:
+    return orjson.loads(meta["settings"]).get(name)
+
+
+def _applied_anything(journal_path: Path) -> bool:
+    """Did any row succeed, or go out without an answer, in that job? Its logs are left
+    alone (its process may still run): a log not yet taken in counts as a yes."""
+    for suffix in (".acks", ".inflight"):
+        log = Path(str(journal_path) + suffix)
+        if log.exists() and log.stat().st_size:
+            return True
+    return applied_anything(journal_path)
 
 
 def _set_aside(journal_path: Path) -> None:

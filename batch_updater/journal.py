@@ -324,6 +324,20 @@ def _values(o: RowOutcome) -> tuple:
             o.attempts, o.customer_id, o.warnings, o.identifier, int(o.in_doubt), int(o.rerun))
 
 
+def applied_anything(path: Path) -> bool:
+    """Whether another job's journal has a row that succeeded, or was sent without an
+    answer (it may have been applied); read without taking in its logs."""
+    try:
+        db = sqlite3.connect(path, timeout=1.0)
+        try:
+            return db.execute("SELECT 1 FROM outcome WHERE status IN (?, ?) OR in_doubt LIMIT 1",
+                              (Status.SUCCESS.value, IN_FLIGHT)).fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return True  # unreadable: assume the worst
+
+
 _STATUSES = {status.value: status for status in Status}
 _STAGES = {stage.value: stage for stage in Stage}
 

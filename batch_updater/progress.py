@@ -77,9 +77,9 @@ class Progress:
             eta = f" | ETA {_duration(left / rows_rate * 60)}" if rows_rate > 0 and left else ""
         else:
             done, eta = f"{self.done:,} rows", ""
-        earlier = f", {self.earlier:,} by earlier runs" if self.earlier else ""
+        earlier, counts = (f", {self.earlier:,} by earlier runs", "this run: ") if self.earlier else ("", "")
         return (f"{done}{earlier} | {request_rate:,.0f} requests/min (limit {self.limit_per_minute:,}){eta}"
-                f" | updated {self.updated:,} · errors {self.errors:,} · skipped {self.skipped:,}"
+                f" | {counts}updated {self.updated:,} · errors {self.errors:,} · skipped {self.skipped:,}"
                 f" · retries {self.retries:,}")
 
 

@@ -69,6 +69,7 @@ class RunSummary:
     config: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False            # continued a job an earlier run left unfinished
     to_send_again: int = 0           # rows the next run of the job sends again (not sent, run-level failures)
+    sent_again: int = 0              # rows an earlier run of the job left unsettled, sent by this run
     replayed: bool = False           # the job had finished: nothing sent, its summary repeated
     shard: str | None = None         # "K/N" when the run kept only one shard's customers
 
@@ -218,7 +219,7 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
     client = ApiClient.open(config.api, limits)
     limiter = RateLimiter(limits.rate_per_minute, limits.window_seconds, limits.burst,
                           margin=limits.window_margin_seconds)
-    in_doubt_rows: set[int] = set()  # in flight when an earlier run stopped
+    earlier = EarlierRuns()
     watch = watch or ProgressWatch(Progress(None, limits.rate_per_minute))
 
     debug = log.isEnabledFor(logging.DEBUG)
@@ -238,7 +239,7 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
 
     pool = WorkerPool(client, limiter, limits, answered,
                       on_send=lambda p: journal.mark_in_flight(p.row),
-                      was_in_doubt=in_doubt_rows.__contains__)
+                      was_in_doubt=earlier.in_doubt.__contains__)
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="group-commit")
     stores = [journal] + ([changes.state] if changes else [])
     flushers = [asyncio.create_task(_flush_every(store.flush, FLUSH_SECONDS, writer)) for store in stores]
@@ -261,7 +262,7 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
                 if outcome.row not in settled:
                     settle(outcome)
             _skip_unchanged(prepared, settled, journal, watch.progress)
-            for payload in _unfinished(prepared.payloads, states, settled, in_doubt_rows):
+            for payload in _unfinished(prepared.payloads, states, settled, earlier):
                 if pool.halted:
                     break
                 await pool.submit(payload)
@@ -281,7 +282,7 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
     return {"reason": pool.abort_reason or pool.stop_reason, "aborted": pool.abort_reason is not None,
             "stopped": pool.stop_reason is not None and pool.abort_reason is None,
             "requests": stats.requests, "retries": stats.retries, "throttled": stats.throttled,
-            "in_doubt_attempts": stats.in_doubt,
+            "in_doubt_attempts": stats.in_doubt, "sent_again": earlier.sent_again,
             "http_statuses": {str(k): v for k, v in sorted(stats.status_counts.items())},
             "sending_seconds": elapsed}
 
@@ -295,14 +296,25 @@ def _settled_before(rows: Sequence[int], states: dict[int, str], progress: Progr
     return settled
 
 
+@dataclass
+class EarlierRuns:
+    """What the send loop learns of the job's earlier runs, row by row."""
+
+    in_doubt: set[int] = field(default_factory=set)  # sent by one of them, never answered
+    sent_again: int = 0  # rows they sent or failed (for the run's reason) that this run sends
+
+
 def _unfinished(payloads: list[Payload], states: dict[int, str], settled: set[int],
-                in_doubt_rows: set[int]) -> Iterator[Payload]:
+                earlier: EarlierRuns) -> Iterator[Payload]:
     """The payloads to send; notes those an earlier run sent without getting an answer."""
     for payload in payloads:
         if payload.row in settled:
             continue
-        if states.get(payload.row) == IN_FLIGHT:
-            in_doubt_rows.add(payload.row)
+        state = states.get(payload.row)
+        if state is not None:
+            earlier.sent_again += 1
+            if state == IN_FLIGHT:
+                earlier.in_doubt.add(payload.row)
         yield payload
 
 
@@ -447,4 +459,4 @@ def _summary(config: Config, source: CsvInput, job_id: str, paths: ReportPaths, 
         achieved_rate_per_minute=round(requests / seconds * 60, 1) if seconds > 0 else 0.0,
         rate_limit_per_minute=_limit_per_minute(config), reason=stats.get("reason"),
         reports=report_paths, config=config.public_dict(), resumed=stats.get("resumed", False),
-        shard=stats.get("shard"), to_send_again=counts.to_send_again)
+        shard=stats.get("shard"), to_send_again=counts.to_send_again, sent_again=stats.get("sent_again", 0))

@@ -24,7 +24,7 @@ from .reports import open_private, write_private
 REPORTS = ("success.csv", "errors.csv", "skipped.csv")
 SUMMED = ("rows", "success", "errors", "skipped", "not_sent", "validation_errors", "api_errors",
           "network_errors", "in_doubt", "in_doubt_requests", "requests", "retries", "throttled",
-          "to_send_again")
+          "to_send_again", "sent_again")
 
 
 @dataclass(frozen=True)

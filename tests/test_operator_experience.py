@@ -25,7 +25,7 @@ SUMMARY_KEYS = {
     "validation_errors", "api_errors", "network_errors", "in_doubt", "in_doubt_requests", "requests",
     "retries", "throttled", "http_statuses", "started", "finished", "duration_seconds",
     "achieved_rate_per_minute", "rate_limit_per_minute", "reason", "reports", "config", "resumed",
-    "replayed", "shard", "to_send_again",
+    "replayed", "shard", "to_send_again", "sent_again",
 }
 
 
@@ -98,7 +98,7 @@ def test_progress_of_a_resumed_run_counts_its_own_pace_only():
         progress.count(RowOutcome(row + 2, Status.SUCCESS))
         progress.requests += 1
     assert progress.line() == ("7,100/10,000 rows (71%), 7,000 by earlier runs | 100 requests/min"
-                               " (limit 6,000) | ETA 29m00s | updated 100 · errors 0 · skipped 0 · retries 0")
+                               " (limit 6,000) | ETA 29m00s | this run: updated 100 · errors 0 · skipped 0 · retries 0")
 
 
 def test_progress_line_and_the_two_displays():

@@ -284,3 +284,23 @@ def test_a_finished_run_with_5xx_failures_is_completed_by_the_next_run(tmp_path,
     assert len(customer_puts(server)) - sent == len(failed)
     code, third, _ = _run(source, config)
     assert third["replayed"] and len(customer_puts(server)) - sent == len(failed)
+
+
+def test_a_corrected_base_url_takes_over_a_job_that_never_reached_the_api(tmp_path, sandbox_server):
+    server = sandbox_server()
+    dead = f"http://127.0.0.1:{_free_port()}"
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(50)])
+    config = write_config(tmp_path, dead, limits={"rate_per_minute": 600})
+    code, aborted, _ = _run(source, config)
+    assert code == 3
+
+    code, done, _ = _run(source, config, "--base-url", server.url)  # the operator fixes the URL
+    assert code == 0 and done["success"] == 50 and len(customer_puts(server)) == 50
+
+    # A job that did reach an API is not handed over silently: the refusal names the change.
+    code, stopped, _ = _run(source, config, "--base-url", server.url, "--restart", "--max-runtime", "1s")
+    assert code == 4 and stopped["success"] > 0
+    result = CliRunner().invoke(main, ["run", str(source), "--config", str(config)])
+    assert result.exit_code == 2
+    assert (f"in.csv: [api] base_url (was {server.url}) changed since job {stopped['job_id']} stopped"
+            " unfinished") in result.stderr

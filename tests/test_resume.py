@@ -205,7 +205,7 @@ def test_a_changed_file_is_refused_while_its_earlier_job_is_unfinished(tmp_path,
     write_csv(source, ["identifierValue"], [[mobile(i)] for i in range(31)])
     refused = runner.invoke(main, ["run", str(source), "--config", str(config)])
     assert refused.exit_code == 2
-    assert "or the settings changed since job" in refused.output
+    assert "in.csv: the file's content changed since job" in refused.output
     assert "run with --restart to start over" in refused.output
 
     restarted = runner.invoke(main, ["run", str(source), "--config", str(config), "--restart",
