@@ -164,6 +164,8 @@ def run(file: str, dry_run: bool, resume: bool, retry_failed: bool, max_runtime:
     def work():
         from .shards import Shard
 
+        if retry_failed and dry_run:
+            raise UsageError("--retry-failed sends rows again; it cannot go with --dry-run")
         seconds = parse_duration(max_runtime) if max_runtime else None
         parsed = Shard.parse(shard) if shard else None
         config = _load({**options, "only_changed": only_changed}, shard=parsed)
@@ -243,8 +245,8 @@ def human_summary(s) -> str:
     lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (use --restart to send it all again,"
              " or --retry-failed to send the rows the API refused)"] if s.replayed else []
     if s.resumed:
-        lines.append(f"job {s.job_id}: resumed; {s.sent_again} rows that earlier runs did not settle"
-                     " were sent again, the others kept their outcome")
+        lines.append(f"job {s.job_id}: resumed; rows settled by earlier runs kept their outcome,"
+                     f" {s.sent_again} that failed for the run's reason (or went unanswered) were sent again")
     lines.append(f"{s.rows} rows: {s.success} updated, {s.errors} errors ({s.validation_errors} invalid,"
                  f" {s.api_errors} refused by the API, {s.network_errors} network), {s.skipped} skipped,"
                  f" {s.not_sent} not sent")

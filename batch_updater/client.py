@@ -177,10 +177,12 @@ def summarise_body(status: int, body: bytes, content_type: str) -> str:
 class TokenUnavailable(Exception):
     """The token route failed in a way that may pass (network, 429, 5xx): retry the row."""
 
-    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None):
+    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None,
+                 unreachable: bool = False):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.unreachable = unreachable  # no connection to the host at all
 
 
 class OAuthToken:
@@ -225,6 +227,12 @@ class OAuthToken:
                 retry_after = response.headers.get("Retry-After")
         except aiohttp.ClientConnectorCertificateError as exc:
             raise RunAborted(untrusted_certificate(exc)) from None
+        except aiohttp.ConnectionTimeoutError:  # before asyncio.TimeoutError: a subclass
+            raise TokenUnavailable(_cannot_connect(self._api.base_url, "no connection within"
+                                   " connect_timeout_seconds"), unreachable=True) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise TokenUnavailable(_cannot_connect(self._api.base_url, _connect_cause(exc)),
+                                   unreachable=True) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise TokenUnavailable(f"cannot get an OAuth token from {url}: {_network_message(exc)}") from None
         data = _json_object(raw) or {}
@@ -338,8 +346,11 @@ class ApiClient:
                 auth = await self._auth_headers()
             except TokenUnavailable as exc:
                 return replace(_token_unavailable(exc), renewed=True)
-            if pace is not None and (waiting := pace()) is not None:
-                await waiting
+            try:
+                if pace is not None and (waiting := pace()) is not None:
+                    await waiting
+            except Exception:  # the run halted before the second request: the 401 stands
+                return attempt
             attempt = replace(await self._put(payload, auth), renewed=True)
         return attempt
 
@@ -377,8 +388,13 @@ def untrusted_certificate(exc: aiohttp.ClientConnectorCertificateError) -> str:
 def _unreachable(base_url: str, cause: str) -> Attempt:
     """Nothing reached the API: the message names the host as configured (its real scheme)."""
     url = URL(base_url)
-    return Attempt(Verdict.NETWORK, message=f"not sent: cannot connect to {url.scheme}://{url.host}:{url.port}"
-                   f" ({cause})", unreachable=True)
+    return Attempt(Verdict.NETWORK, message=f"not sent: {_cannot_connect(base_url, cause)}", sent=False,
+                   unreachable=True)
+
+
+def _cannot_connect(base_url: str, cause: str) -> str:
+    url = URL(base_url)
+    return f"cannot connect to {url.scheme}://{url.host}:{url.port} ({cause})"
 
 
 def _connect_cause(exc: aiohttp.ClientConnectorError) -> str:
@@ -400,7 +416,9 @@ def _in_doubt(what: str) -> Attempt:
 
 def _token_unavailable(exc: TokenUnavailable) -> Attempt:
     verdict = Verdict.NETWORK if exc.status is None else Verdict.RETRY
-    return Attempt(verdict, exc.status, message=str(exc), retry_after=exc.retry_after, sent=False)
+    message = f"not sent: {exc}" if exc.unreachable else str(exc)
+    return Attempt(verdict, exc.status, message=message, retry_after=exc.retry_after, sent=False,
+                   unreachable=exc.unreachable)
 
 
 def _encoded(value: str) -> str:

@@ -22,7 +22,7 @@ import orjson
 
 from .config import Config
 from .errors import InputError, JobLocked
-from .journal import Journal, applied_anything, read_meta
+from .journal import Journal, applied_anything, read_meta, set_status
 
 JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = "lock"
@@ -91,6 +91,7 @@ def open_job(config: Config, input_path: Path, *, restart: bool = False, shard: 
         _refuse_changed_input(config, input_path, job_id, restart, folder, content, settings)
         journal_path = folder / JOURNAL_NAME
         if restart and journal_path.exists():
+            Journal(journal_path).close()  # takes in the logs a crashed run left, then removes them
             _set_aside(journal_path)
         journal = Journal(journal_path)
         status = journal.meta().get("status", "new")
@@ -148,8 +149,7 @@ def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart
             continue
         changes = _what_changed(meta, content, settings)
         if restart or (changes == ["[api] base_url"] and not _applied_anything(journal_path)):
-            with Journal(journal_path) as other:
-                other.set_meta(status="abandoned")
+            _abandon(journal_path, meta.get("job_id", "?"))
             continue
         changed = ", ".join(f"{name} (was {_earlier(meta, name)})" if name.startswith("[api]") else name
                             for name in changes) or "the file or the settings"
@@ -157,6 +157,15 @@ def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart
             f"{input_path}: {changed} changed since job {meta.get('job_id')} stopped unfinished"
             f" ({journal_path.parent}); restore them to resume that job, or run with --restart to"
             " start over with the file and settings as they are now")
+
+
+def _abandon(journal_path: Path, job_id: str) -> None:
+    """Mark another job abandoned, unless its process still runs (its lock says so)."""
+    lock = _take_lock(journal_path.parent / LOCK_NAME, job_id)
+    try:
+        set_status(journal_path, "abandoned")
+    finally:
+        lock.close()
 
 
 def _what_changed(meta: dict[str, str], content: str, settings: dict[str, object]) -> list[str]:

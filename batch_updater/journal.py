@@ -30,7 +30,7 @@ import sqlite3
 import struct
 import threading
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import orjson
 
@@ -119,6 +119,12 @@ class Journal:
         self._log.append(row)
         self._unanswered.add(row)
 
+    def unmark_in_flight(self, row: int) -> None:
+        """The request noted by mark_in_flight did not go out after all (a TLS certificate
+        refused at the handshake): not in doubt. (After a crash the log still names it:
+        the safe side.)"""
+        self._unanswered.discard(row)
+
     def reopen_failed(self) -> int:
         """Make the rows the API refused (or that failed on the network) due to be sent
         again by the next run; validation errors stay. Returns how many."""
@@ -130,11 +136,12 @@ class Journal:
     def _absorb_logs(self) -> None:
         """Turn the logs a crashed run left into outcomes and in_flight rows, then empty them."""
         marked = _read_in_flight_log(self._log_path)
-        acknowledged = _read_ack_log(self._acks_path)
-        answered = {values[0] for values in acknowledged}
+        answered: set[int] = set()
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany(_INSERT, acknowledged)  # in the order answered: the last one stands
+            for batch in _read_ack_log(self._acks_path):  # in the order answered: the last one stands
+                self._db.executemany(_INSERT, batch)
+                answered.update(values[0] for values in batch)
             self._db.executemany(_UNANSWERED, [(row,) for row in marked - answered])
             self._db.execute("COMMIT")
         for path in (self._log_path, self._acks_path):
@@ -144,12 +151,27 @@ class Journal:
     def flush(self) -> None:
         """Commit what was recorded since the last flush; any thread may call it (record()
         appends from the event loop meanwhile: a list append is atomic, and a row appended
-        before the swap is in the list taken)."""
+        before the swap is in the list taken). A commit that fails puts its rows back,
+        ahead of those recorded since, for the next flush."""
         with self._lock:
             rows, self._pending = self._pending, []
             runs, self._pending_runs = self._pending_runs, []
-            if rows or runs:
+            if not rows and not runs:
+                return
+            try:
                 self._commit(rows, runs)
+            except BaseException:
+                self._pending[:0] = rows
+                self._pending_runs[:0] = runs
+                raise
+
+    def give_up_unanswered(self) -> None:
+        """The rows whose requests went out and will get no answer in this run (a second
+        Ctrl-C gave up on them) become in_flight: in doubt, sent again by the next run."""
+        if self._unanswered:
+            with self._lock:
+                self._db.executemany(_UNANSWERED, [(row,) for row in self._unanswered])
+            self._unanswered.clear()
 
     def _commit(self, rows: list[tuple], runs: list[tuple[int, int, str]]) -> None:
         self._db.execute("BEGIN")
@@ -213,16 +235,19 @@ class Journal:
         return dict(self._query("SELECT key, value FROM meta"))
 
     def close(self) -> None:
-        """Commit what is pending; rows still unanswered (a run that gave up on its
-        requests in flight) become in_flight; the logs, no longer needed, go."""
-        self.flush()
-        with self._lock:
-            self._db.executemany(_UNANSWERED, [(row,) for row in self._unanswered])
-        self._log.close()
-        os.close(self._acks)
-        for path in (self._log_path, self._acks_path):
-            path.unlink(missing_ok=True)
-        self._db.close()
+        """Commit what is pending; rows still unanswered become in_flight; the logs, no
+        longer needed, go. When a commit fails, the logs stay for the next open to take in."""
+        try:
+            self.flush()
+            self.give_up_unanswered()
+            committed = True
+        finally:
+            self._log.close()
+            os.close(self._acks)
+            if "committed" in locals():
+                for path in (self._log_path, self._acks_path):
+                    path.unlink(missing_ok=True)
+            self._db.close()
 
 
 class InFlightLog:
@@ -296,32 +321,63 @@ def _read_in_flight_log(path: Path) -> set[int]:
     return rows
 
 
-def _read_ack_log(path: Path) -> list[tuple]:
+def _read_ack_log(path: Path, batch_rows: int = 10_000) -> Iterator[list[tuple]]:
+    """The outcomes of the ack log, in order, a batch at a time (the log of a long run
+    that crashed holds a line per row answered)."""
     try:
-        lines = path.read_bytes().splitlines()
+        handle = open(path, "rb")
     except FileNotFoundError:
-        return []
-    acknowledged = []
-    for line in lines:
-        try:
-            values = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue  # a torn last write: its row counts as unanswered
-        if isinstance(values, list) and len(values) == len(_COLUMNS):
-            acknowledged.append(tuple(values))
-    return acknowledged
+        return
+    with handle:
+        batch: list[tuple] = []
+        for line in handle:
+            try:
+                values = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a torn last write: its row counts as unanswered
+            if isinstance(values, list) and len(values) == len(_COLUMNS):
+                batch.append(tuple(values))
+            if len(batch) >= batch_rows:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+# client.classify's rules, read back from what an earlier version journaled: errors[] with a
+# code are the row's own unless 401/403/429/408/5xx or code 521; without one, 404/405/415
+# (a wrong URL) and a 2xx that was not the API's JSON are the run's too.
+_RERUN_BEFORE = """UPDATE outcome SET rerun = 1 WHERE status = 'error' AND (
+    stage IN ('network', 'not_sent') OR http_status IN (401, 403, 408, 429) OR http_status >= 500
+    OR code = '521' OR (ifnull(code, '') = '' AND (http_status IN (404, 405, 415)
+                                                   OR http_status BETWEEN 200 AND 299)))"""
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
-    """A journal written by an earlier version lacks `rerun`: its errors stay settled."""
+    """A journal written by an earlier version lacks `rerun`: its errors get it by the
+    rules the pool now applies (the classification of their HTTP status)."""
     have = {name for _, name, *_ in db.execute("PRAGMA table_info(outcome)")}
     if "rerun" not in have:
-        db.execute("ALTER TABLE outcome ADD COLUMN rerun INTEGER")
+        with db:
+            db.execute("BEGIN")
+            db.execute("ALTER TABLE outcome ADD COLUMN rerun INTEGER")
+            db.execute(_RERUN_BEFORE)
 
 
 def _values(o: RowOutcome) -> tuple:
     return (o.row, o.status.value, o.stage.value if o.stage else None, o.code, o.message, o.http_status,
             o.attempts, o.customer_id, o.warnings, o.identifier, int(o.in_doubt), int(o.rerun))
+
+
+def set_status(path: Path, status: str) -> None:
+    """Set another job's status without opening it as a Journal (which would take in,
+    and empty, the logs of a process that may still be writing them)."""
+    db = sqlite3.connect(path, timeout=5.0)
+    try:
+        with db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('status', ?)", (status,))
+    finally:
+        db.close()
 
 
 def applied_anything(path: Path) -> bool:

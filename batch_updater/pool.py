@@ -58,12 +58,14 @@ class WorkerPool:
                  rng: random.Random | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_send: Callable[[Payload], None] = lambda payload: None,
+                 on_unsent: Callable[[Payload], None] = lambda payload: None,
                  was_in_doubt: Callable[[int], bool] = lambda row: False):
         self._client = client
         self._limiter = limiter
         self._limits = limits
         self._on_outcome = on_outcome
         self._on_send = on_send  # the journal marks the row in flight right before each request
+        self._on_unsent = on_unsent  # ...and forgets the mark when that request did not go out
         self._was_in_doubt = was_in_doubt  # in flight when an earlier run stopped
         self._rng = rng or random.Random()
         self._sleep = sleep
@@ -186,15 +188,18 @@ class WorkerPool:
         attempt: Attempt | None = None
         in_doubt = self._was_in_doubt(payload.row)
         pace = functools.partial(self._pace, payload)
+        reached = False  # some request of this run for the row got through to the API
         while True:
             try:
                 attempt = await self._client.send(payload, pace=pace)
             except _Halted:  # no request went out for this attempt
-                return _halted(payload, attempt, attempts, in_doubt)
+                return self._halted(payload, attempt, attempts, in_doubt, reached)
             except RunAborted as exc:  # e.g. the OAuth key was refused: nothing was sent
                 self.abort(str(exc))
-                return _halted(payload, attempt, attempts, in_doubt)
+                self._on_unsent(payload)
+                return self._halted(payload, attempt, attempts, in_doubt, reached)
             attempts += 1
+            reached = reached or not attempt.unreachable
             in_doubt = in_doubt or attempt.in_doubt
             self._count(attempt)
             if attempt.verdict is Verdict.SUCCESS:
@@ -212,10 +217,10 @@ class WorkerPool:
                 self._unreachable_at_start(attempt)
             if attempt.verdict in RETRYABLE:
                 if self.halted:  # its retries are cut short by the halt, not spent
-                    return _halted(payload, attempt, attempts, in_doubt)
+                    return self._halted(payload, attempt, attempts, in_doubt, reached)
                 if attempts < self._limits.max_attempts:
                     if not await self._unless_halted(self._back_off(attempt, attempts)):
-                        return _halted(payload, attempt, attempts, in_doubt)
+                        return self._halted(payload, attempt, attempts, in_doubt, reached)
                     self.stats.retries += 1
                     continue
             return self._failed(payload, attempt, attempts, in_doubt)
@@ -236,6 +241,17 @@ class WorkerPool:
         if not await self._unless_halted(self._limiter.acquire()) or self.halted:
             raise _Halted
         self._on_send(payload)
+
+    def _halted(self, payload: Payload, attempt: Attempt | None, attempts: int, in_doubt: bool,
+                reached: bool) -> RowOutcome | None:
+        """A row the run halted on: None (not sent) when none of this run's requests for
+        it reached the API, else its last attempt's failure, for the next run to send again."""
+        if not reached and not in_doubt:
+            self._on_unsent(payload)
+            return None
+        if attempt is None:  # an earlier run's attempt went unanswered: still in doubt
+            return None
+        return replace(_outcome(payload, attempt, attempts, in_doubt), rerun=True)
 
     def _unreachable_at_start(self, attempt: Attempt) -> None:
         if self._answered:
@@ -310,10 +326,3 @@ def _outcome(payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) 
                       rerun=attempt.verdict is not Verdict.BUSINESS)
 
 
-def _halted(payload: Payload, attempt: Attempt | None, attempts: int, in_doubt: bool) -> RowOutcome | None:
-    """A row the run halted on: None when no request of this run went out for it (not
-    sent), else its last attempt's failure, for the next run to send again."""
-    if attempt is None:
-        return None
-    outcome = _outcome(payload, attempt, attempts, in_doubt)
-    return outcome if outcome.status is Status.SUCCESS else replace(outcome, rerun=True)

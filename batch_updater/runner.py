@@ -156,6 +156,7 @@ def _replay(job: Job) -> RunSummary:
 def _finish(config: Config, source: CsvInput, job_id: str, journal: Journal, folder: Path,
             stats: dict[str, Any], started: datetime, dry_run: bool = False) -> RunSummary:
     journal.flush()
+    journal.give_up_unanswered()  # before the reports, which show such rows in doubt
     paths = ReportPaths.in_folder(folder)
     mask = identifier_columns(source.headers, config.columns) if config.output.mask_identifiers else ()
     try:
@@ -237,8 +238,14 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
             log.debug("row %d %s: %s %s %s", outcome.row, outcome.identifier, outcome.stage.value,
                       outcome.code, outcome.message)  # identifiers are masked by the log filter
 
-    pool = WorkerPool(client, limiter, limits, answered,
-                      on_send=lambda p: journal.mark_in_flight(p.row),
+    def sending(payload: Payload) -> None:
+        journal.mark_in_flight(payload.row)
+        if payload.row in earlier.unsettled:
+            earlier.unsettled.discard(payload.row)
+            earlier.sent_again += 1
+
+    pool = WorkerPool(client, limiter, limits, answered, on_send=sending,
+                      on_unsent=lambda p: journal.unmark_in_flight(p.row),
                       was_in_doubt=earlier.in_doubt.__contains__)
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="group-commit")
     stores = [journal] + ([changes.state] if changes else [])
@@ -301,7 +308,8 @@ class EarlierRuns:
     """What the send loop learns of the job's earlier runs, row by row."""
 
     in_doubt: set[int] = field(default_factory=set)  # sent by one of them, never answered
-    sent_again: int = 0  # rows they sent or failed (for the run's reason) that this run sends
+    unsettled: set[int] = field(default_factory=set)  # left for this run to send, not sent yet
+    sent_again: int = 0  # of those, the rows this run sent
 
 
 def _unfinished(payloads: list[Payload], states: dict[int, str], settled: set[int],
@@ -312,7 +320,7 @@ def _unfinished(payloads: list[Payload], states: dict[int, str], settled: set[in
             continue
         state = states.get(payload.row)
         if state is not None:
-            earlier.sent_again += 1
+            earlier.unsettled.add(payload.row)
             if state == IN_FLIGHT:
                 earlier.in_doubt.add(payload.row)
         yield payload
@@ -401,7 +409,10 @@ async def _flush_every(flush: Callable[[], None], seconds: float, writer: Thread
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(seconds)
-        await loop.run_in_executor(writer, _flush_and_trim, flush)
+        try:
+            await loop.run_in_executor(writer, _flush_and_trim, flush)
+        except Exception as exc:  # e.g. a disk full for a moment: the rows wait for the next commit
+            log.warning("a group commit failed (%s); trying again", exc)
 
 
 def _flush_and_trim(flush: Callable[[], None]) -> None:

@@ -333,3 +333,33 @@ async def test_a_tls_handshake_with_a_plain_http_port_is_a_connection_failure(sa
         await client.close()
     assert (attempt.verdict, attempt.unreachable) == (Verdict.NETWORK, True)
     assert attempt.message.startswith(f"not sent: cannot connect to {url} (TLS: ")
+
+
+async def test_a_run_halted_before_the_renewed_request_keeps_the_401():
+    async with Sandbox(SandboxSettings(customers=100, token_ttl_seconds=0.2)) as sandbox:
+        client = make_client(sandbox.url, oauth=True)
+        client.token = OAuthToken(client.session, client.api, clock=lambda: 0.0)
+        calls = []
+
+        def pace():
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("halted")  # the pool's own halt, raised by its pacing hook
+        try:
+            await client.send(payload(1), pace)
+            await asyncio.sleep(0.3)
+            attempt = await client.send(payload(2), pace)
+        finally:
+            await client.close()
+    assert (attempt.verdict, attempt.http_status, attempt.renewed) == (Verdict.AUTH, 401, False)
+
+
+async def test_an_oauth_token_route_that_cannot_be_reached_is_a_connection_failure():
+    port = _closed_port()
+    client = make_client(f"http://127.0.0.1:{port}", oauth=True)
+    try:
+        attempt = await client.send(payload(1))
+    finally:
+        await client.close()
+    assert (attempt.verdict, attempt.unreachable, attempt.sent) == (Verdict.NETWORK, True, False)
+    assert attempt.message == f"not sent: cannot connect to http://127.0.0.1:{port} (Connection refused)"

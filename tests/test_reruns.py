@@ -76,6 +76,7 @@ def test_a_wrong_password_aborts_then_the_right_one_finishes_every_row(tmp_path,
     code, done, _ = _run(source, config)
     assert code == 0, done["reason"]
     assert done["resumed"] and done["success"] == 200 and done["to_send_again"] == 0
+    assert done["sent_again"] == aborted["errors"]  # the 401s; the rest had never been sent
     assert sorted(int(r["_row"]) for r in _reports(done)["success"]) == list(range(2, 202))
     assert set(_answered_200(server).values()) == {1} and len(_answered_200(server)) == 200
 
@@ -96,9 +97,9 @@ def test_an_unreachable_endpoint_aborts_fast_whatever_the_size_then_the_rerun_fi
         assert code == 3 and time.monotonic() - began < 10
         assert aborted["reason"].startswith(f"cannot reach the API: cannot connect to {url}"
                                             " (Connection refused); check [api] base_url, DNS and the network")
-        assert aborted["requests"] <= 10 and aborted["network_errors"] + aborted["not_sent"] == rows
-        messages = {r["_message"] for r in _reports(aborted)["errors"]}
-        assert messages == {f"not sent: cannot connect to {url} (Connection refused)"}  # no ssl:default
+        # nothing reached the API: every row is not sent, none an error
+        assert (aborted["requests"], aborted["errors"], aborted["not_sent"]) == (0, 0, rows)
+        assert {r["_reason"] for r in _reports(aborted)["skipped"]} == {"not_sent"}
 
     server = sandbox_server(port=port, customers=20_000)  # the endpoint is up again
     for rows in (29, 20_000):
@@ -159,7 +160,7 @@ def test_retry_failed_resends_exactly_the_rows_the_api_refused(tmp_path, sandbox
     assert code == 1 and replay["replayed"] and len(customer_puts(server)) == sent
 
     code, retried, _ = _run(source, config, "--retry-failed")
-    assert code == 1 and retried["resumed"] and not retried["replayed"]
+    assert code == 1 and retried["resumed"] and not retried["replayed"] and retried["sent_again"] == 2
     again = customer_puts(server)[sent:]
     assert sorted(r.query["identifierValue"] for r in again) == ["919700000001", "919700000002"]
     assert _reported_rows(retried) == list(range(2, 15))  # the whole file, reported again
@@ -304,3 +305,117 @@ def test_a_corrected_base_url_takes_over_a_job_that_never_reached_the_api(tmp_pa
     assert result.exit_code == 2
     assert (f"in.csv: [api] base_url (was {server.url}) changed since job {stopped['job_id']} stopped"
             " unfinished") in result.stderr
+
+
+def test_an_unreachable_endpoint_aborts_fast_with_oauth_too(tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}"
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(2000)])
+    config = write_config(tmp_path, url, api={"auth": "oauth", "username": "demo-key"})
+    code, aborted, _ = _run(source, config)
+    assert code == 3 and aborted["reason"].startswith(f"cannot reach the API: cannot connect to {url}")
+    assert (aborted["errors"], aborted["not_sent"]) == (0, 2000)
+
+
+def test_restart_after_a_crash_sends_every_row_again(tmp_path, sandbox_server):
+    server = sandbox_server()
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(300)])
+    config = write_config(tmp_path, server.url, limits={"rate_per_minute": 6000})
+    process = subprocess.Popen(CLI + ["run", str(source), "--config", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while len(customer_puts(server)) < 40:
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    before = len(customer_puts(server))
+    code, restarted, _ = _run(source, config, "--restart", "--rate-per-minute", "1000000")
+    assert code == 0 and restarted["success"] == 300 and not restarted["resumed"]
+    assert len(customer_puts(server)) - before == 300  # the crashed run's answers are set aside too
+
+
+def test_giving_up_on_requests_in_flight_reports_them_in_doubt(tmp_path, sandbox_server):
+    server = sandbox_server(latency_seconds=3.0)
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(50)])
+    config = write_config(tmp_path, server.url, limits={"concurrency": 4})
+    process = subprocess.Popen(CLI + ["run", str(source), "--config", str(config), "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while len(customer_puts(server)) < 4:
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)  # the second Ctrl-C gives up on the 4 requests out
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 4, err
+    summary = json.loads(out)
+    doubtful = [r for r in _reports(summary)["skipped"] if r["_in_doubt"] == "true"]
+    assert summary["in_doubt"] == len(doubtful) == 4 and summary["not_sent"] == 50
+    assert {r["_reason"] for r in doubtful} == {"not_sent"}
+
+
+def test_a_job_still_running_is_not_taken_over(tmp_path, sandbox_server):
+    server = sandbox_server(latency_seconds=0.5)
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(200)])
+    config = write_config(tmp_path, server.url, limits={"concurrency": 2})
+    process = subprocess.Popen(CLI + ["run", str(source), "--config", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while len(customer_puts(server)) < 2:
+            assert time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.01)
+        result = CliRunner().invoke(main, ["run", str(source), "--config", str(config), "--restart",
+                                           "--base-url", f"http://127.0.0.1:{_free_port()}"])
+        assert result.exit_code == 2 and "is already running (process" in result.stderr
+        assert process.poll() is None  # and the running job is untouched
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 4
+
+
+def test_a_journal_of_the_earlier_version_sends_its_run_failures_again(tmp_path):
+    import sqlite3
+
+    from batch_updater.journal import IN_FLIGHT, RESEND, Journal
+
+    path = tmp_path / "journal.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE outcome (row INTEGER PRIMARY KEY, status TEXT NOT NULL, stage TEXT, code TEXT,
+            message TEXT, http_status INTEGER, attempts INTEGER, customer_id TEXT, warnings TEXT,
+            identifier TEXT, in_doubt INTEGER);
+        INSERT INTO outcome (row, status, stage, code, http_status, in_doubt) VALUES
+            (2, 'success', NULL, '', 200, 0), (3, 'error', 'api', '8015', 400, 0),
+            (4, 'error', 'api', '', 503, 0), (5, 'error', 'api', '', 401, 0),
+            (6, 'error', 'network', '', NULL, 1), (7, 'error', 'validation', '', NULL, 0),
+            (8, 'error', 'api', '8015', 200, 0), (9, 'error', 'api', '', 404, 0);
+    """)
+    old.commit()
+    old.close()
+    with Journal(path) as journal:
+        assert journal.states(0, 10) == {2: "success", 3: "error", 4: RESEND, 5: RESEND, 6: IN_FLIGHT,
+                                         7: "error", 8: "error", 9: RESEND}
+
+
+def test_a_failed_group_commit_loses_no_acknowledged_row(tmp_path, monkeypatch):
+    from batch_updater.journal import Journal
+    from batch_updater.outcomes import RowOutcome, Status
+
+    journal = Journal(tmp_path / "journal.sqlite")
+    for row in (2, 3):
+        journal.mark_in_flight(row)
+        journal.acknowledge(RowOutcome(row, Status.SUCCESS, http_status=200))
+    real_commit = journal._commit
+    monkeypatch.setattr(journal, "_commit", lambda rows, runs: (_ for _ in ()).throw(OSError("disk full")))
+    try:
+        journal.flush()
+    except OSError:
+        pass
+    monkeypatch.setattr(journal, "_commit", real_commit)
+    journal.acknowledge(RowOutcome(4, Status.SUCCESS, http_status=200))
+    journal.close()
+    with Journal(tmp_path / "journal.sqlite") as reopened:
+        assert reopened.states(0, 10) == {2: "success", 3: "success", 4: "success"}

@@ -86,7 +86,8 @@ def test_sigkill_at_random_points_then_resume_resends_no_row_answered_200(tmp_pa
         if key in answered:
             first = answered[key]
             # allowed only when a kill came before the client could have written the answer down
-            assert any(first.started <= kill <= min(first.answered + ACK_WINDOW, request.started)
+            # (a request written just before the kill may arrive just after it)
+            assert any(first.started - ARRIVAL_SLACK <= kill <= min(first.answered + ACK_WINDOW, request.started)
                        for kill in kills), (key, first.answered, kills)
             resent_after_200.append(key)
             gaps.append(min(kill - first.answered for kill in kills if kill >= first.started))
