@@ -162,7 +162,7 @@ def run(file: str, dry_run: bool, resume: bool, retry_failed: bool, max_runtime:
     network, API errors 5xx/429); a job with nothing left to send prints its summary again.
     """
     def work():
-        from .shards import Shard
+        from .input.shards import Shard
 
         if retry_failed and dry_run:
             raise UsageError("--retry-failed sends rows again; it cannot go with --dry-run")
@@ -185,15 +185,15 @@ def run(file: str, dry_run: bool, resume: bool, retry_failed: bool, max_runtime:
 
 
 def _progress_display(quiet: bool):
-    from .logs import log
-    from .progress import ProgressDisplay
+    from .output.logs import log
+    from .output.progress import ProgressDisplay
 
     terminal = sys.stdout.isatty() and sys.stderr.isatty()
     return ProgressDisplay(stream=sys.stderr, quiet=quiet, terminal=terminal, log=log.info)
 
 
 def _setup_logging(config, level: str, fmt: str, file: str | None, before_emit=None) -> None:
-    from .logs import setup_logging
+    from .output.logs import setup_logging
 
     setup_logging(level, fmt, file, secret=config.api.password.reveal(), before_emit=before_emit)
 
@@ -275,7 +275,7 @@ def state() -> None:
 def state_stats(config_path: str | None, output_dir: str | None) -> None:
     """How many customers the store knows, and when it last changed."""
     def work():
-        from .changes import SyncState
+        from .state.sync_state import SyncState
 
         config = _state_config(config_path, output_dir)
         with SyncState(config.state_path) as store:
@@ -300,7 +300,7 @@ def state_forget(identifiers, forget_all, identifier_name, source, account_id, c
         _fail("name the customers' identifiers, or pass --all (not both)", 2)
 
     def work():
-        from .changes import Fingerprints, SyncState
+        from .state.sync_state import Fingerprints, SyncState
 
         config = _state_config(config_path, output_dir)
         with SyncState(config.state_path) as store:
@@ -331,7 +331,7 @@ def _state_config(config_path: str | None, output_dir: str | None):
 def merge(folders: tuple[str, ...], output_dir: str, as_json: bool) -> None:
     """Combine the reports of every shard of a job (run folders, or job folders: their
     latest run) into one success.csv, errors.csv, skipped.csv and summary.json."""
-    from .shards import merge_reports
+    from .output.merge import merge_reports
 
     runs = [_latest_run(Path(folder)) for folder in folders]
     merged = _guarded(lambda: merge_reports(runs, Path(output_dir)))

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -66,8 +67,10 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("api", "username"): Setting("str", required=True, help="till code (basic) or OAuth key"),
     ("api", "password_file"): Setting("path"),
     ("api", "use_async"): Setting("bool", False),
-    ("api", "ca_bundle"): Setting("path", help="PEM file of the CA certificates to trust (a private CA or a TLS proxy)"),
-    ("api", "verify_tls"): Setting("bool", True, help="false (or --insecure) turns certificate checks off, with a warning"),
+    ("api", "ca_bundle"): Setting("path",
+                                  help="PEM file of the CA certificates to trust (a private CA or a TLS proxy)"),
+    ("api", "verify_tls"): Setting("bool", True,
+                                   help="false (or --insecure) turns certificate checks off, with a warning"),
     ("limits", "rate_per_minute"): Setting("int", 600, minimum=1),
     ("limits", "window_seconds"): Setting("float", 60.0, minimum=0.01),
     ("limits", "burst"): Setting("int", 1, minimum=1),
@@ -174,8 +177,8 @@ class Config:
     output: OutputSettings
     input: InputSettings
     columns: Mapping[str, str] = field(default_factory=dict)
-    notify: "NotifySettings" = field(default_factory=lambda: NotifySettings(None))
-    state: "StateSettings" = field(default_factory=lambda: StateSettings(None, False))
+    notify: NotifySettings = field(default_factory=lambda: NotifySettings(None))
+    state: StateSettings = field(default_factory=lambda: StateSettings(None, False))
 
     @property
     def state_path(self) -> Path:
@@ -317,7 +320,7 @@ def _to_bool(value: Any) -> bool:
 
 
 def _to_int(value: Any) -> int:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise TypeError(value)
     return int(value)
 
@@ -346,7 +349,7 @@ def _to_threshold(value: Any) -> str:
 
 
 def _to_zone(value: Any) -> str:
-    from .values import zone
+    from .rows.cells import zone
 
     text = _to_str(value).strip()
     zone(text)  # ValueError when unknown
@@ -393,7 +396,7 @@ def _columns(table: Any, problems: list[str]) -> dict[str, str]:
 
 def _types(table: Any, problems: list[str]) -> dict[str, str | tuple[str, ...]]:
     """[types]: "extendedFields.dateOfBirth" = "date", "fields.size" = ["S", "M", "L"]."""
-    from .values import FIELD_TYPES
+    from .rows.cells import FIELD_TYPES
 
     types: dict[str, str | tuple[str, ...]] = {}
     for name, kind in table.items():

@@ -12,31 +12,39 @@ import ctypes
 import logging
 import signal
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
 
-from .columns import ColumnPlan, resolve_headers
 from .config import Config
 from .errors import InputError, RunAborted
-from .jobs import INCOMPLETE, Job, job_folder, job_identity, open_job
-from .changes import UNCHANGED, ChangeFilter, SyncState
-from .journal import FINAL, FLUSH_SECONDS, IN_FLIGHT, Journal
+from .input.columns import ColumnPlan, resolve_headers
+from .input.reader import CsvInput, open_input
+from .input.shards import Shard, ShardedInput
 from .outcomes import RowOutcome, Status
-from .mapping import Payload
-from .logs import log, run_context
-from .notify import notify
-from .progress import LOG_INTERVAL, Progress, estimate_rows
-from .shards import Shard, ShardedInput
-from .prepare import Prepared, Screen, prepare_chunks, screen_input
-from .reader import CsvInput, open_input
-from .reports import (ReportCounts, ReportPaths, identifier_columns, open_private, write_failure_message,
-                      write_private, write_reports)
+from .output.logs import log, run_context
+from .output.notify import notify
+from .output.progress import LOG_INTERVAL, Progress, estimate_rows
+from .output.reports import (
+    ReportCounts,
+    ReportPaths,
+    identifier_columns,
+    open_private,
+    write_failure_message,
+    write_private,
+    write_reports,
+)
+from .rows.mapping import Payload
+from .rows.prepare import Prepared, Screen, prepare_chunks, screen_input
+from .state.jobs import INCOMPLETE, Job, job_folder, job_identity, open_job
+from .state.journal import FINAL, FLUSH_SECONDS, IN_FLIGHT, Journal
+from .state.sync_state import UNCHANGED, ChangeFilter, SyncState
 
 
 @dataclass
@@ -90,7 +98,7 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
     `retry_failed`, which sends its rows that failed at the API again. `shard` keeps only
     the rows of one shard; `on_progress` is called every `progress_every` seconds.
     """
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     source = open_input(input_path, config.input)
     plan = resolve_headers(source.headers, dict(config.columns), str(source.path))
     if shard:
@@ -212,9 +220,9 @@ async def _send(chunks: Iterator[Prepared], journal: Journal, config: Config,
                 max_runtime_seconds: float | None = None,
                 watch: ProgressWatch | None = None,
                 changes: ChangeFilter | None = None) -> dict[str, Any]:
-    from .client import ApiClient
-    from .pool import WorkerPool
-    from .ratelimit import RateLimiter
+    from .send.client import ApiClient
+    from .send.pool import WorkerPool
+    from .send.ratelimit import RateLimiter
 
     limits = config.limits
     client = ApiClient.open(config.api, limits)
@@ -447,7 +455,7 @@ def _exit_code(counts: ReportCounts, stats: dict[str, Any]) -> tuple[int, str]:
 
 def _summary(config: Config, source: CsvInput, job_id: str, paths: ReportPaths, counts: ReportCounts,
              stats: dict[str, Any], started: datetime, dry_run: bool) -> RunSummary:
-    finished = datetime.now(timezone.utc)
+    finished = datetime.now(UTC)
     exit_code, status = _exit_code(counts, stats)
     if dry_run:
         status = "dry_run"

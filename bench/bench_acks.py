@@ -24,11 +24,11 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_throughput import make_input, pipeline  # noqa: E402
-from sandbox_process import sandbox_process  # noqa: E402
+from bench_throughput import make_input, pipeline
+from sandbox_process import sandbox_process
 
-from batch_updater.journal import Journal  # noqa: E402
-from batch_updater.outcomes import RowOutcome, Status  # noqa: E402
+from batch_updater.outcomes import RowOutcome, Status
+from batch_updater.state.journal import Journal
 
 
 def journal_us_per_row(folder: Path, rows: int, durable: bool) -> float:

@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batch_updater.changes import LOOKUP_NAMES, ChangeFilter, Fingerprints, SyncState  # noqa: E402
+from batch_updater.state.sync_state import LOOKUP_NAMES, ChangeFilter, Fingerprints, SyncState
 
 NAMES = ["identifierValue", "firstName", "lastName", "extendedFields.city"]
 

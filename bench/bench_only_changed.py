@@ -21,10 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from batch_updater.config import load_config  # noqa: E402
-from batch_updater.reader import open_input  # noqa: E402
-from batch_updater.runner import run  # noqa: E402
-from sandbox_process import sandbox_process  # noqa: E402
+from sandbox_process import sandbox_process
+
+from batch_updater.config import load_config
+from batch_updater.input.reader import open_input
+from batch_updater.runner import run
 
 HEADER = ["identifierValue", "firstName", "lastName", "extendedFields.city"]
 
@@ -78,9 +79,11 @@ def main() -> None:
     print(f"rows={args.rows:,} changed={len(changed):,}")
     print(f"{'step':52} {'seconds':>8} {'requests':>9} {'rows/s':>9}")
     print(f"{'1. first full run (fills the state)':52} {fill:8.1f} {first.requests:9,} {args.rows / fill:9,.0f}")
-    print(f"{'2. same file, --only-changed (all unchanged)':52} {same:8.1f} {unchanged.requests:9,} {args.rows / same:9,.0f}")
+    print(f"{'2. same file, --only-changed (all unchanged)':52} {same:8.1f} {unchanged.requests:9,}"
+          f" {args.rows / same:9,.0f}")
     print(f"{'3. 1% changed, --only-changed':52} {delta:8.1f} {third.requests:9,} {args.rows / delta:9,.0f}")
-    print(f"{'4. baseline: only the changed rows, sent in full':52} {alone:8.1f} {baseline.requests:9,} {len(changed) / alone:9,.0f}")
+    print(f"{'4. baseline: only the changed rows, sent in full':52} {alone:8.1f} {baseline.requests:9,}"
+          f" {len(changed) / alone:9,.0f}")
     print(f"{'5. floor: reading the file alone':52} {floor:8.1f} {0:9,} {args.rows / floor:9,.0f}")
     print(f"step 3 - step 4 = {delta - alone:.1f} s (target <= 60 s); unchanged path"
           f" {args.rows / same:,.0f} rows/s (target >= 100,000)")

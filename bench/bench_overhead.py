@@ -25,12 +25,12 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import orjson  # noqa: E402
+import orjson
+from bench_throughput import CONCURRENCY, SWITCHED_OFF, make_input
 
-from bench_throughput import CONCURRENCY, SWITCHED_OFF, make_input  # noqa: E402
-from batch_updater import client as client_module  # noqa: E402
-from batch_updater.config import load_config  # noqa: E402
-from batch_updater.runner import run  # noqa: E402
+from batch_updater.config import load_config
+from batch_updater.runner import run
+from batch_updater.send import client as client_module
 
 ANSWER = b'{"createdId": 100001, "warnings": []}'
 

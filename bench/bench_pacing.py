@@ -34,13 +34,13 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import orjson  # noqa: E402
+import orjson
+from sandbox_process import sandbox_process
 
-import batch_updater.ratelimit  # noqa: E402
-from batch_updater.config import load_config  # noqa: E402
-from batch_updater.runner import run  # noqa: E402
-from batch_updater.sandbox import max_in_window  # noqa: E402
-from sandbox_process import sandbox_process  # noqa: E402
+import batch_updater.send.ratelimit
+from batch_updater.config import load_config
+from batch_updater.runner import run
+from batch_updater.sandbox import max_in_window
 
 DEFAULT_MARGIN_SHARE = 0.25 / 60.0
 
@@ -145,7 +145,7 @@ def main() -> None:
         results.append(measure("batch-updater RateLimiter", url, source, folder, args))
         if not args.no_baseline:
             time.sleep(args.window)  # let the server's window empty
-            with mock.patch.object(batch_updater.ratelimit, "RateLimiter", FixedIntervalPacer):
+            with mock.patch.object(batch_updater.send.ratelimit, "RateLimiter", FixedIntervalPacer):
                 results.append(measure("fixed-interval pacer (baseline)", url, source, folder, args))
 
     print(f"strict server: {args.limit} per {args.window:g} s rolling window; client limit the same,"

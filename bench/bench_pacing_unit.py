@@ -12,7 +12,7 @@ import bisect
 import sys
 import time
 
-from batch_updater.ratelimit import RateLimiter
+from batch_updater.send.ratelimit import RateLimiter
 
 
 async def pace(limit: int, window: float, windows: int, workers: int) -> list[float]:

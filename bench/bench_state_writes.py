@@ -24,14 +24,14 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batch_updater.changes import ChangeFilter, SyncState  # noqa: E402
+from batch_updater.state.sync_state import ChangeFilter, SyncState
 
 
 class BaselineState:
@@ -66,7 +66,7 @@ class BaselineState:
                 return
             remember, self._remember = self._remember, {}
             forget, self._forget = self._forget, set()
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO synced (key, digest, updated) VALUES (?, ?, ?)",

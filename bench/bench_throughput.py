@@ -39,17 +39,17 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiohttp  # noqa: E402
-import orjson  # noqa: E402
+import aiohttp
+import orjson
+from sandbox_process import sandbox_process
 
-from batch_updater import reports as reports_module  # noqa: E402
-from batch_updater import runner as runner_module  # noqa: E402
-from batch_updater.changes import ChangeFilter, SyncState  # noqa: E402
-from batch_updater.client import basic_authorization  # noqa: E402
-from batch_updater.config import load_config  # noqa: E402
-from batch_updater.journal import Journal  # noqa: E402
-from batch_updater.runner import run  # noqa: E402
-from sandbox_process import sandbox_process  # noqa: E402
+from batch_updater import runner as runner_module
+from batch_updater.config import load_config
+from batch_updater.output import reports as reports_module
+from batch_updater.runner import run
+from batch_updater.send.client import basic_authorization
+from batch_updater.state.journal import Journal
+from batch_updater.state.sync_state import ChangeFilter, SyncState
 
 HEADER = ["identifierValue", "firstName", "lastName", "extendedFields.city"]
 CONCURRENCY = 64

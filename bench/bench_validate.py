@@ -24,8 +24,8 @@ is noisy (±5%): compare ratios within one run, not absolute figures across runs
 from __future__ import annotations
 
 import argparse
-import importlib
 import csv
+import importlib
 import json
 import os
 import resource
@@ -87,11 +87,11 @@ def measure(phase: str, path: str) -> dict:
             rows += len(frame)
         seconds = time.perf_counter() - started
     else:
-        from batch_updater.columns import resolve_headers
         from batch_updater.config import load_config
-        from batch_updater.prepare import prepare_chunks
-        from batch_updater.reader import open_input
-        importlib.import_module("batch_updater.schema")  # once per process (~0.6 s), not per row
+        from batch_updater.input.columns import resolve_headers
+        from batch_updater.input.reader import open_input
+        from batch_updater.rows.prepare import prepare_chunks
+        importlib.import_module("batch_updater.rows.schema")  # once per process (~0.6 s), not per row
 
         config = load_config(None, overrides={"api.base_url": "http://127.0.0.1:9", "api.username": "bench"},
                              environ={"BATCH_UPDATER_PASSWORD": "unused"})

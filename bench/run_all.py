@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -162,7 +162,7 @@ def main() -> int:
     unknown = set(chosen) - set(steps)
     if unknown:
         parser.error(f"unknown step(s): {', '.join(sorted(unknown))}; steps: {', '.join(steps)}")
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     began = time.perf_counter()
     figures: dict = {}
     failed = []

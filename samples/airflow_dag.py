@@ -14,7 +14,7 @@ try:  # Airflow 3
 except ImportError:  # Airflow 2
     from airflow.decorators import dag, task
 
-from batch_updater.airflow import BatchUpdaterOperator
+from batch_updater.integrations.airflow import BatchUpdaterOperator
 
 SHARDS = 4
 INPUT = "/data/exports/customers-{{ ds }}.csv"
@@ -32,7 +32,7 @@ def capillary_customer_sync():
     def merge(summaries: list[dict]) -> dict:
         from pathlib import Path
 
-        from batch_updater.shards import merge_reports
+        from batch_updater.output.merge import merge_reports
 
         folders = [Path(s["reports"]["summary"]).parent for s in summaries]
         return merge_reports(folders, folders[0].parent.parent / "merged")

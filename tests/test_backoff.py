@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import random
 import statistics
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch_updater.backoff import MAX_RETRY_AFTER, backoff_delay, parse_retry_after, retry_delay
+from batch_updater.send.backoff import MAX_RETRY_AFTER, backoff_delay, parse_retry_after, retry_delay
 
-NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
+NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
 
 
 def http_date(moment: datetime) -> str:
@@ -79,7 +79,7 @@ def test_retry_after_as_http_date():
 
 
 def test_retry_after_date_defaults_to_the_real_now():
-    soon = datetime.now(timezone.utc) + timedelta(seconds=30)
+    soon = datetime.now(UTC) + timedelta(seconds=30)
     assert 25.0 <= parse_retry_after(http_date(soon)) <= 30.0
 
 

@@ -36,7 +36,8 @@ def test_every_benchmark_runs_on_tiny_inputs_and_lands_in_one_table(tmp_path):
     assert all(c["peak_mb"] > 0 for c in memory["cases"])
     assert saved["figures"]["startup"]["help_seconds"] > 0
     table = result.stdout[result.stdout.index("batch-updater benchmarks"):]
-    for figure in ("full pipeline / bare loop", "our CPU per row over a fake transport", "full pipeline / (concurrency / latency = 1,280)",
+    for figure in ("full pipeline / bare loop", "our CPU per row over a fake transport",
+                   "full pipeline / (concurrency / latency = 1,280)",
                    "pacing (10 per 0.3 s rolling window", "peak RSS, full run, 400 rows",
                    "batch-updater --help (median, fresh process)", "validate + map, 2,000 rows"):
         assert figure in table

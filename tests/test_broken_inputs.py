@@ -19,14 +19,14 @@ from pathlib import Path
 
 import openpyxl
 from click.testing import CliRunner
-from hypothesis import given, settings, strategies as st
-
-import batch_updater.reader as reader_module
-import batch_updater.reports as reports_module
-from batch_updater.cli import main
-from batch_updater.reader import CsvInput
-
 from conftest import customer_puts, mobile, read_report, write_config, write_csv
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import batch_updater.input.reader as reader_module
+import batch_updater.output.reports as reports_module
+from batch_updater.cli import main
+from batch_updater.input.reader import CsvInput
 
 CORPUS = Path(__file__).parent / "corpus"
 NO_API = "http://127.0.0.1:9"  # validate sends nothing

@@ -7,15 +7,21 @@ import socket
 
 import orjson
 import pytest
+from conftest import mobile
 
-from batch_updater.client import (ApiClient, Attempt, OAuthToken, Verdict, basic_authorization,
-                                  classify, summarise_body)
 from batch_updater.config import load_config
 from batch_updater.errors import RunAborted
-from batch_updater.mapping import Lookup, Payload
+from batch_updater.rows.mapping import Lookup, Payload
 from batch_updater.sandbox import Faults, Sandbox, SandboxSettings
-
-from conftest import mobile
+from batch_updater.send.client import (
+    ApiClient,
+    Attempt,
+    OAuthToken,
+    Verdict,
+    basic_authorization,
+    classify,
+    summarise_body,
+)
 
 
 def body(**payload) -> bytes:
@@ -252,7 +258,7 @@ async def test_a_token_route_that_is_down_fails_the_attempt_retryably_without_se
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    client = make_client("http://127.0.0.1:%d" % runner.addresses[0][1], oauth=True)
+    client = make_client(f"http://127.0.0.1:{runner.addresses[0][1]}", oauth=True)
     try:
         down = await client.send(payload(1))
         up = await client.send(payload(1))
@@ -314,7 +320,7 @@ async def test_no_token_route_at_the_base_url_aborts_with_a_hint():
     runner = web.AppRunner(web.Application())  # every route answers 404
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    client = make_client("http://127.0.0.1:%d" % runner.addresses[0][1], oauth=True)
+    client = make_client(f"http://127.0.0.1:{runner.addresses[0][1]}", oauth=True)
     try:
         with pytest.raises(RunAborted, match=r"no OAuth token route at .* \(HTTP 404\): check \[api\] base_url"):
             await client.send(payload(1))

@@ -6,13 +6,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
 
 from batch_updater.cli import main
-from batch_updater.columns import resolve_headers
 from batch_updater.errors import InputError
+from batch_updater.input.columns import resolve_headers
 from batch_updater.runner import run
-
-from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
 
 
 def test_headers_match_any_case_after_trimming_and_through_renames():

@@ -7,12 +7,11 @@ from collections import Counter
 from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
 
 from batch_updater.cli import main
 from batch_updater.runner import run
 from batch_updater.sandbox import basic_auth_header
-
-from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
 
 ALL_FAMILIES_HEADER = [
     "identifierValue", "identifierName", "source", "loyaltyType", "firstName", "lastName",

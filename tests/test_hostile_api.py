@@ -16,27 +16,26 @@ import socket
 import threading
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
+from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
 
-from batch_updater.backoff import backoff_delay
 from batch_updater.cli import main
-from batch_updater.client import ApiClient
 from batch_updater.config import load_config
-from batch_updater.mapping import Lookup, Payload
 from batch_updater.outcomes import Stage, Status
-from batch_updater.pool import WorkerPool
-from batch_updater.ratelimit import RateLimiter
+from batch_updater.rows.mapping import Lookup, Payload
 from batch_updater.runner import run
 from batch_updater.sandbox import Faults, RateLimit, Sandbox, SandboxSettings
-
-from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
+from batch_updater.send.backoff import backoff_delay
+from batch_updater.send.client import ApiClient
+from batch_updater.send.pool import WorkerPool
+from batch_updater.send.ratelimit import RateLimiter
 
 FAST_BACKOFF = {"backoff_base_seconds": 0.02, "backoff_cap_seconds": 0.5}
 
@@ -204,13 +203,13 @@ class MiniApi:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        self.url = "http://127.0.0.1:%d" % runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
 
-    def __enter__(self) -> "MiniApi":
+    def __enter__(self) -> MiniApi:
         self._thread.start()
         self._ready.wait(5)
         return self
@@ -255,7 +254,7 @@ def test_retry_after_as_http_date_pauses_the_whole_pool(tmp_path):
     def answer(n: int) -> Answer:
         if n:
             return OK
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         date = (now + timedelta(seconds=2)).replace(microsecond=0)  # HTTP dates have whole seconds
         until.append(time.monotonic() + (date - now).total_seconds())
         return (429, b"", "text/plain", {"Retry-After": format_datetime(date, usegmt=True)})
@@ -337,7 +336,7 @@ async def test_429_without_retry_after_backs_off_exponentially_with_full_jitter(
 def closed_port_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return "http://127.0.0.1:%d" % s.getsockname()[1]
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 BREAKER = {"concurrency": 4, "max_attempts": 3, "consecutive_failures_to_abort": 5,

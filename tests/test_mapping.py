@@ -6,16 +6,15 @@ import string
 from pathlib import Path
 
 import pytest
+from conftest import write_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batch_updater.columns import resolve_headers
 from batch_updater.config import load_config
-from batch_updater.mapping import Mapper
-from batch_updater.prepare import prepare_chunks
-from batch_updater.reader import CsvInput, open_input
-
-from conftest import write_csv
+from batch_updater.input.columns import resolve_headers
+from batch_updater.input.reader import CsvInput, open_input
+from batch_updater.rows.mapping import Mapper
+from batch_updater.rows.prepare import prepare_chunks
 
 MOBILE = "919845012345"
 
@@ -185,7 +184,7 @@ def test_row_numbers_survive_chunking(tmp_path_factory, kinds, chunk_rows):
 def test_chunk_preparation_leaves_the_garbage_collector_as_it_found_it():
     import gc
 
-    from batch_updater.prepare import gc_paused
+    from batch_updater.rows.prepare import gc_paused
 
     assert gc.isenabled()
     with gc_paused():

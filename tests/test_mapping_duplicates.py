@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
 
 from batch_updater.cli import main
-from batch_updater.duplicates import DuplicateScan
+from batch_updater.rows.duplicates import DuplicateScan
 from batch_updater.runner import run
-
-from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
 
 HEADER = ["identifierValue", "firstName"]
 ROWS = [[mobile(1), "First"],       # row 2
@@ -83,7 +83,7 @@ def test_the_policy_is_an_option_and_the_dry_run_previews_what_would_be_sent(tmp
     result = CliRunner().invoke(main, ["run", str(source), "--config", str(config), "--dry-run",
                                        "--duplicates", "last", "--json"])
     summary = json.loads(result.stdout)
-    preview = [json.loads(line) for line in open(summary["reports"]["preview"])]
+    preview = [json.loads(line) for line in Path(summary["reports"]["preview"]).read_text().splitlines()]
     assert [p["row"] for p in preview] == [3, 6]
     assert summary["config"]["input"]["duplicates"] == "last"
 

@@ -6,11 +6,10 @@ import json
 import shutil
 
 from click.testing import CliRunner
+from conftest import customer_puts, mobile, read_report, write_config, write_csv
 
 from batch_updater.cli import main
 from batch_updater.sandbox import Faults
-
-from conftest import customer_puts, mobile, read_report, write_config, write_csv
 
 HEADER = ["identifierValue", "firstName", "extendedFields.city"]
 
@@ -128,7 +127,7 @@ from types import SimpleNamespace  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from batch_updater.changes import LOOKUP_NAMES, ChangeFilter, Fingerprints, SyncState  # noqa: E402
+from batch_updater.state.sync_state import LOOKUP_NAMES, ChangeFilter, Fingerprints, SyncState  # noqa: E402
 
 
 def _fingerprint_config(source="INSTORE", account_id=None, identifier_name="mobile"):
@@ -245,7 +244,7 @@ def test_stored_answers_per_key_in_the_order_given(tmp_path):
 import sqlite3  # noqa: E402
 import threading  # noqa: E402
 
-from batch_updater import changes as changes_module  # noqa: E402
+from batch_updater.state import sync_state as changes_module  # noqa: E402
 
 
 def _committed(path) -> dict[int, int]:

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from batch_updater.airflow import connection_overrides, run_task, task_failed
-from batch_updater.cli import main
-from batch_updater.mapping import customer_key
-from batch_updater.masking import mask_identifier, mask_text
-from batch_updater.outcomes import RowOutcome, Stage, Status
-from batch_updater.progress import Progress, ProgressDisplay
-from batch_updater.shards import Shard
-
 from conftest import customer_puts, mobile, read_report, write_config, write_csv
+
+from batch_updater.cli import main
+from batch_updater.input.shards import Shard
+from batch_updater.integrations.airflow import connection_overrides, run_task, task_failed
+from batch_updater.outcomes import RowOutcome, Stage, Status
+from batch_updater.output.masking import mask_identifier, mask_text
+from batch_updater.output.progress import Progress, ProgressDisplay
+from batch_updater.rows.mapping import customer_key
 
 SUMMARY_KEYS = {
     "exit_code", "status", "input", "job_id", "rows", "success", "errors", "skipped", "not_sent",

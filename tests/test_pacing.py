@@ -4,16 +4,15 @@ against a sandbox that enforces a strict rolling window (asserting on what it sa
 from __future__ import annotations
 
 import pytest
-
-from batch_updater.config import load_config
-from batch_updater.errors import ConfigError
-from batch_updater.ratelimit import RateLimiter
-from batch_updater.runner import run
-from batch_updater.sandbox import RateLimit, max_in_window
-
 from conftest import config_for, customer_puts, mobile, write_csv
 from test_ratelimit import FakeClock, run_for
 from test_ratelimit import max_in_window as max_in_closed_window
+
+from batch_updater.config import load_config
+from batch_updater.errors import ConfigError
+from batch_updater.runner import run
+from batch_updater.sandbox import RateLimit, max_in_window
+from batch_updater.send.ratelimit import RateLimiter
 
 
 def make(limit: int, window: float, margin: float) -> tuple[RateLimiter, FakeClock]:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch_updater.ratelimit import RateLimiter
+from batch_updater.send.ratelimit import RateLimiter
 
 EPS = 1e-9
 

@@ -10,14 +10,13 @@ from pathlib import Path
 import openpyxl
 import pytest
 from click.testing import CliRunner
+from conftest import config_for, read_report, write_config
 
 from batch_updater.cli import main
 from batch_updater.config import InputSettings
 from batch_updater.errors import InputError
-from batch_updater.reader import CsvInput, ExcelInput, excel_text, open_input
+from batch_updater.input.reader import CsvInput, ExcelInput, excel_text, open_input
 from batch_updater.runner import run
-
-from conftest import config_for, read_report, write_config
 
 HEADER = ["identifierValue", "firstName", "loyaltyProgramEnrollments.programId",
           "loyaltyProgramEnrollments.tierExpiryDate", "commChannels.email.value",

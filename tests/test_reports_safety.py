@@ -9,19 +9,20 @@ import stat
 from pathlib import Path
 
 from click.testing import CliRunner
-from hypothesis import given, settings, strategies as st
+from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batch_updater.cli import main
 from batch_updater.config import InputSettings
-from batch_updater.csvsafe import neutralise, restore
-from batch_updater.journal import Journal
+from batch_updater.input.reader import CsvInput, open_input
+from batch_updater.input.shards import Shard
 from batch_updater.outcomes import RowOutcome, Stage, Status
-from batch_updater.reader import CsvInput, open_input
-from batch_updater.reports import ReportPaths, identifier_columns, write_reports
+from batch_updater.output.csvsafe import neutralise, restore
+from batch_updater.output.merge import merge_reports
+from batch_updater.output.reports import ReportPaths, identifier_columns, write_reports
 from batch_updater.runner import run
-from batch_updater.shards import Shard, merge_reports
-
-from conftest import config_for, customer_puts, mobile, read_report, write_config, write_csv
+from batch_updater.state.journal import Journal
 
 
 def mode(path: str | Path) -> int:

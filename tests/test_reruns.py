@@ -16,12 +16,12 @@ from collections import Counter
 from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import PASSWORD, customer_puts, mobile, read_report, write_config, write_csv
 
 from batch_updater.cli import main
-from batch_updater.reports import NEXT_REFUSED, NEXT_RUN
+from batch_updater.output.reports import NEXT_REFUSED, NEXT_RUN
 from batch_updater.sandbox import Faults
-
-from conftest import PASSWORD, customer_puts, mobile, read_report, write_config, write_csv
+from batch_updater.state.journal import Journal
 
 CLI = [sys.executable, "-m", "batch_updater.cli"]
 
@@ -212,16 +212,14 @@ def test_rows_fed_back_from_errors_csv_keep_their_original_row_number(tmp_path, 
 
 # The journal's side of it -----------------------------------------------------------------------
 
-def _crashed(path: Path) -> "Journal":
+def _crashed(path: Path) -> Journal:
     """A journal whose process dies with it open: no flush, no close."""
-    from batch_updater.journal import Journal
-
     return Journal(path)
 
 
 def test_an_acknowledged_answer_survives_a_crash_before_any_commit(tmp_path):
-    from batch_updater.journal import IN_FLIGHT, Journal
     from batch_updater.outcomes import RowOutcome, Stage, Status
+    from batch_updater.state.journal import IN_FLIGHT, Journal
 
     path = tmp_path / "journal.sqlite"
     crashed = _crashed(path)
@@ -240,8 +238,8 @@ def test_an_acknowledged_answer_survives_a_crash_before_any_commit(tmp_path):
 
 
 def test_failures_of_the_run_are_sent_again_and_retry_failed_reopens_the_refusals(tmp_path):
-    from batch_updater.journal import RESEND, Journal
     from batch_updater.outcomes import RowOutcome, Stage, Status
+    from batch_updater.state.journal import RESEND, Journal
 
     with Journal(tmp_path / "journal.sqlite") as journal:
         journal.record(RowOutcome(2, Status.ERROR, Stage.VALIDATION, "", "bad mobile"))
@@ -255,8 +253,8 @@ def test_failures_of_the_run_are_sent_again_and_retry_failed_reopens_the_refusal
 
 
 def test_a_run_that_gives_up_on_its_requests_leaves_them_in_flight(tmp_path):
-    from batch_updater.journal import IN_FLIGHT, Journal
     from batch_updater.outcomes import RowOutcome, Status
+    from batch_updater.state.journal import IN_FLIGHT, Journal
 
     with Journal(tmp_path / "journal.sqlite") as journal:
         for row in (2, 3):
@@ -379,7 +377,7 @@ def test_a_job_still_running_is_not_taken_over(tmp_path, sandbox_server):
 def test_a_journal_of_the_earlier_version_sends_its_run_failures_again(tmp_path):
     import sqlite3
 
-    from batch_updater.journal import IN_FLIGHT, RESEND, Journal
+    from batch_updater.state.journal import IN_FLIGHT, RESEND, Journal
 
     path = tmp_path / "journal.sqlite"
     old = sqlite3.connect(path)
@@ -401,8 +399,8 @@ def test_a_journal_of_the_earlier_version_sends_its_run_failures_again(tmp_path)
 
 
 def test_a_failed_group_commit_loses_no_acknowledged_row(tmp_path, monkeypatch):
-    from batch_updater.journal import Journal
     from batch_updater.outcomes import RowOutcome, Status
+    from batch_updater.state.journal import Journal
 
     journal = Journal(tmp_path / "journal.sqlite")
     for row in (2, 3):

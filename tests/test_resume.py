@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import customer_puts, mobile, read_report, write_config, write_csv
 
 from batch_updater.cli import main
-from batch_updater.journal import FLUSH_SECONDS
 from batch_updater.sandbox import Faults
-
-from conftest import customer_puts, mobile, read_report, write_config, write_csv
 
 CLI = [sys.executable, "-m", "batch_updater.cli"]
 ARRIVAL_SLACK = 0.1  # far less than a new process needs to start sending

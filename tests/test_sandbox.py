@@ -14,8 +14,15 @@ import aiohttp
 import orjson
 import pytest
 
-from batch_updater.sandbox import (Faults, RateLimit, Sandbox, SandboxSettings, SandboxThread,
-                                   basic_auth_header, max_in_window)
+from batch_updater.sandbox import (
+    Faults,
+    RateLimit,
+    Sandbox,
+    SandboxSettings,
+    SandboxThread,
+    basic_auth_header,
+    max_in_window,
+)
 
 BASIC = basic_auth_header("demo.till", "demo-password")
 LOOKUP = "/v2/customers/lookup"
@@ -494,9 +501,8 @@ def test_sandbox_thread_serves_and_shares_its_record():
 def test_sandbox_thread_reports_a_failed_start():
     with SandboxThread(settings()) as running:
         port = int(running.url.rsplit(":", 1)[1])
-        with pytest.raises(OSError):
-            with SandboxThread(settings(port=port)):
-                pass
+        with pytest.raises(OSError), SandboxThread(settings(port=port)):
+            pass
 
 
 def test_admin_routes():

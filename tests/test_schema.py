@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from batch_updater.columns import resolve_headers
-from batch_updater.config import load_config
-from batch_updater.prepare import ChunkPreparer
-from batch_updater.reader import Chunk
-from batch_updater.runner import run
-
 from conftest import config_for, read_report, write_csv
+
+from batch_updater.config import load_config
+from batch_updater.input.columns import resolve_headers
+from batch_updater.input.reader import Chunk
+from batch_updater.rows.prepare import ChunkPreparer
+from batch_updater.runner import run
 
 MOBILE = "919845012345"
 PUSH_TOKEN = "fcm-token-0123456789abcdef"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from conftest import customer_puts, mobile, write_config, write_csv
 
 from batch_updater.cli import main
-
-from conftest import customer_puts, mobile, write_config, write_csv
 
 MOBILE_ERROR = ("is not a mobile number: digits only with the country code, 8 to 15 digits"
                 " (e.g. 919845012345)")

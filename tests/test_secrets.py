@@ -13,11 +13,10 @@ from pathlib import Path
 
 import click
 from click.testing import CliRunner
+from conftest import customer_puts, mobile, write_config, write_csv
 
 from batch_updater.cli import main
 from batch_updater.sandbox import SandboxSettings
-
-from conftest import customer_puts, mobile, write_config, write_csv
 
 SECRET = "Zq9!sEcr3t-4fB7xK"
 WRONG = "Wr0ng!Zq9-pa55wd"
@@ -94,7 +93,7 @@ def test_oauth_runs_show_neither_the_secret_nor_the_token(tmp_path, sandbox_serv
                                 "--log-level", "debug", "--log-format", "json"],
                          env={"BATCH_UPDATER_PASSWORD": SECRET})
     assert good.exit_code == 1, good.output
-    tokens = list(server.state.auth._tokens)  # noqa: SLF001 - what the sandbox issued
+    tokens = list(server.state.auth._tokens)
     assert tokens
 
     bad = runner.invoke(main, ["run", str(source_file(tmp_path)), "--config", str(config), "--restart",

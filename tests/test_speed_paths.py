@@ -8,13 +8,12 @@ import random
 import pytest
 from yarl import URL
 
-from batch_updater.client import LOOKUP_PATH, ApiClient, _encoded
 from batch_updater.config import load_config
-from batch_updater.journal import InFlightLog, Journal
-from batch_updater.mapping import Lookup, Payload
 from batch_updater.outcomes import RowOutcome, Status
-from batch_updater.ratelimit import RateLimiter
-
+from batch_updater.rows.mapping import Lookup, Payload
+from batch_updater.send.client import LOOKUP_PATH, ApiClient, _encoded
+from batch_updater.send.ratelimit import RateLimiter
+from batch_updater.state.journal import InFlightLog, Journal
 
 # -- the in-flight log ------------------------------------------------------------------------
 
@@ -66,7 +65,7 @@ class Clock:
 
 
 def _state(limiter: RateLimiter) -> tuple:
-    return limiter._due, list(limiter._starts)  # noqa: SLF001 - comparing internals on purpose
+    return limiter._due, list(limiter._starts)
 
 
 async def test_try_acquire_decides_and_records_as_acquire_does():
@@ -101,7 +100,7 @@ async def test_try_acquire_never_jumps_the_queue():
     clock.now += 5.0  # a slot is free now, but a caller queued for it first
     assert not limiter.try_acquire()
     await waiting
-    assert len(limiter._starts) == 2  # noqa: SLF001 - the queued caller took the slot first
+    assert len(limiter._starts) == 2
     assert limiter.try_acquire()  # then a slot was free again (late, so due at once)
 
 
@@ -113,10 +112,10 @@ async def test_a_huge_limit_keeps_few_start_times_and_decides_the_same():
     for i in range(20_000):
         clock_a.now = clock_b.now = 1000.0 + i * 0.0005  # 2,000 starts a second
         assert pruned.try_acquire() and kept.try_acquire()
-        assert pruned._due == kept._due  # noqa: SLF001
-    assert len(pruned._starts) <= RateLimiter.PRUNE_AT + 1  # noqa: SLF001
-    assert len(kept._starts) == 20_000  # noqa: SLF001
-    assert list(pruned._starts) == list(kept._starts)[-len(pruned._starts):]  # noqa: SLF001
+        assert pruned._due == kept._due
+    assert len(pruned._starts) <= RateLimiter.PRUNE_AT + 1
+    assert len(kept._starts) == 20_000
+    assert list(pruned._starts) == list(kept._starts)[-len(pruned._starts):]
 
 
 async def test_a_small_limit_is_still_exact_with_pruning_on():
@@ -152,9 +151,9 @@ def test_url_from_parts_is_the_url_of_the_query(base, use_async):
 # -- the first chunk in two pieces ---------------------------------------------------------------
 
 def test_first_chunk_in_two_pieces_prepares_the_same_rows(tmp_path, monkeypatch):
-    import batch_updater.prepare as prepare
-    from batch_updater.columns import resolve_headers
-    from batch_updater.reader import open_input
+    import batch_updater.rows.prepare as prepare
+    from batch_updater.input.columns import resolve_headers
+    from batch_updater.input.reader import open_input
 
     path = tmp_path / "customers.csv"
     lines = ["identifierValue,firstName,commChannels.email.value"]
@@ -182,7 +181,7 @@ def test_first_chunk_in_two_pieces_prepares_the_same_rows(tmp_path, monkeypatch)
 # -- a worker that fails on a bug halts the pool instead of hanging the submitter ----------------
 
 async def test_a_worker_bug_halts_the_run_instead_of_hanging_it():
-    from batch_updater.pool import WorkerPool
+    from batch_updater.send.pool import WorkerPool
 
     class BrokenLimiter:  # no try_acquire: every worker fails on its first row
         def succeeded(self) -> None: ...

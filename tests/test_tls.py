@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
+from conftest import customer_puts, mobile, write_config, write_csv
 
 from batch_updater.cli import main
-from batch_updater.client import ApiClient
 from batch_updater.config import INSECURE_WARNING, load_config
 from batch_updater.sandbox import SandboxSettings, make_app
-from batch_updater.tls import ssl_argument
-
-from conftest import customer_puts, mobile, read_report, write_config, write_csv
+from batch_updater.send.client import ApiClient
+from batch_updater.send.tls import ssl_argument
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +62,7 @@ class HttpsSandbox:
         await self._stop.wait()
         await runner.cleanup()
 
-    def __enter__(self) -> "HttpsSandbox":
+    def __enter__(self) -> HttpsSandbox:
         self._thread.start()
         assert self._ready.wait(10)
         return self
@@ -119,7 +118,7 @@ async def test_the_client_hands_the_ssl_argument_to_its_connector(tmp_path, cert
         config = load_config(config_file(tmp_path, "https://api.example"), environ={}, overrides=overrides)
         client = ApiClient.open(config.api, config.limits)
         try:
-            given = client.session.connector._ssl  # noqa: SLF001 - aiohttp keeps it there
+            given = client.session.connector._ssl
             assert isinstance(given, expected) if isinstance(expected, type) else given is expected
         finally:
             await client.close()

@@ -6,18 +6,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import pandas as pd
 from click.testing import CliRunner
+from conftest import customer_puts, mobile, read_report, write_config, write_csv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batch_updater.cli import main
-from batch_updater.journal import Journal
+from batch_updater.input.reader import Chunk
 from batch_updater.outcomes import RowOutcome, Status
-from batch_updater.reader import Chunk
-from batch_updater.reports import ReportPaths, write_reports
-
-from conftest import customer_puts, mobile, read_report, write_config, write_csv
+from batch_updater.output.reports import ReportPaths, write_reports
+from batch_updater.state.journal import Journal
 
 UNCHANGED = "unchanged: the API acknowledged the same values before"
 HEADER = ["identifierValue", "firstName", "extendedFields.city"]
@@ -148,9 +147,9 @@ def test_a_shard_skips_its_unchanged_rows_and_only_its_rows(tmp_path, sandbox_se
 
 
 def test_run_of_rows_boundaries_match_the_unchanged_mask():
+    from batch_updater.output.progress import Progress
+    from batch_updater.rows.prepare import Prepared
     from batch_updater.runner import _skip_unchanged
-    from batch_updater.prepare import Prepared
-    from batch_updater.progress import Progress
 
     class Recorder:
         def record_skipped(self, runs, message):
@@ -177,8 +176,8 @@ def test_a_run_written_as_joined_lines_reads_as_the_csv_module_writes_it(cells, 
     import csv
     import io
 
-    from batch_updater.csvsafe import neutralise
-    from batch_updater.reports import ReportCounts, _Writer
+    from batch_updater.output.csvsafe import neutralise
+    from batch_updater.output.reports import ReportCounts, _Writer
 
     rows = list(range(2, 2 + len(cells)))
     handle = io.StringIO()
@@ -200,7 +199,7 @@ def test_success_rows_written_in_bulk_read_as_the_row_by_row_writer_wrote_them(t
     import csv
     import io
 
-    from batch_updater.csvsafe import neutralise
+    from batch_updater.output.csvsafe import neutralise
 
     folder = tmp_path_factory.mktemp("bulk")
     rows = list(range(2, 2 + len(cases)))

@@ -21,15 +21,13 @@ import orjson
 from aiohttp import web
 
 from .admin import add_admin_routes
-from .answers import (Answer, as_entries, dropped, error_answer, html_answer, json_answer,
-                      throttled)
+from .answers import Answer, as_entries, dropped, error_answer, html_answer, json_answer, throttled
 from .auth import AuthError
 from .customers import merge
 from .record import RecordedRequest
 from .settings import SandboxSettings
 from .state import SandboxState
-from .validation import (Problem, body_problems, extended_field_warnings, query_problem,
-                         shape_problem)
+from .validation import Problem, body_problems, extended_field_warnings, query_problem, shape_problem
 
 NOT_FOUND: Problem = (8015, "Customer not found for the given identifiers")
 BUSY = error_answer(521, [(521, "Multiple actions are running for the same customer")], "busy")

@@ -8,7 +8,7 @@ import random
 from .auth import Authenticator
 from .customers import CsvCustomers, CustomerStore, SeededCustomers
 from .ratelimit import RollingWindow
-from .record import Recorder, RecordedRequest
+from .record import RecordedRequest, Recorder
 from .settings import Faults, SandboxSettings
 
 

@@ -3,7 +3,8 @@
 Every field of the API's request body has a check (capillary-api.md, "Request body");
 `fields.*` and `extendedFields.*` are text unless the config's [types] table gives
 them a type. Validation is lazy: every problem of a row is reported in one message, e.g.
-`commChannels.email.value "bob@" is not an email address; loyaltyProgramEnrollments.loyaltyPoints "-5" must be a whole number ≥ 0`.
+`commChannels.email.value "bob@" is not an email address;
+loyaltyProgramEnrollments.loyaltyPoints "-5" must be a whole number ≥ 0`.
 
 Cells arrive trimmed, as text (object columns). An empty cell means "leave alone" and
 passes every column check; identifierValue is the one required cell. Checks that
@@ -19,16 +20,15 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from .columns import CHANNEL_TYPES
-from .config import IDENTIFIER_NAMES, MULTI_ACCOUNT_SOURCES, SOURCES
-from .values import (DateTimes, is_date_or_date_time, parse_bool, parse_date, parse_float,
-                     parse_int)
+from ..config import IDENTIFIER_NAMES, MULTI_ACCOUNT_SOURCES, SOURCES
+from ..input.columns import CHANNEL_TYPES
+from .cells import DateTimes, is_date_or_date_time, parse_bool, parse_date, parse_float, parse_int
 
 MOBILE = re.compile(r"\d{8,15}", re.ASCII)
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")

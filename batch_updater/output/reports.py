@@ -23,18 +23,19 @@ from __future__ import annotations
 import csv
 import errno
 import os
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterable, Mapping, Sequence, TextIO
+from typing import TextIO
 
 import numpy as np
 
-from .columns import REPORT_COLUMN_PREFIX, canonical_name
+from ..input.columns import REPORT_COLUMN_PREFIX, canonical_name
+from ..input.reader import Chunk
+from ..outcomes import RowOutcome, Stage, Status
+from ..state.journal import Journal
 from .csvsafe import neutralise, neutralise_column, neutralise_rows, restore
 from .masking import mask_identifier, mask_text
-from .journal import Journal
-from .outcomes import RowOutcome, Stage, Status
-from .reader import Chunk
 
 SUCCESS_COLUMNS = ["_row", "_source_row", "_identifier", "_customer_id", "_http_status", "_attempts",
                    "_warnings", "_in_doubt"]
@@ -72,7 +73,7 @@ class ReportPaths:
     summary: Path
 
     @classmethod
-    def in_folder(cls, folder: Path) -> "ReportPaths":
+    def in_folder(cls, folder: Path) -> ReportPaths:
         return cls(folder / "success.csv", folder / "errors.csv", folder / "skipped.csv",
                    folder / "summary.json")
 

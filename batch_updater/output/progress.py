@@ -10,10 +10,11 @@ import gzip
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import TextIO
 
-from .outcomes import RowOutcome, Status
+from ..outcomes import RowOutcome, Status
 
 LOG_INTERVAL = 30.0
 TERMINAL_INTERVAL = 0.5

@@ -17,8 +17,8 @@ false match between two customers would need a 128-bit collision.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -70,7 +70,7 @@ class DuplicateScan:
         self._rows.append(np.asarray(rows, dtype=np.int64))
         self._hashes.append(hashes)
 
-    def decide(self) -> "Decisions":
+    def decide(self) -> Decisions:
         if not self._rows:
             return Decisions(self.policy, {})
         rows = np.concatenate(self._rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from .errors import InputError
+from ..errors import InputError
 
 LOOKUP_COLUMNS = ("identifierValue", "identifierName", "source", "accountId")
 PLAIN_COLUMNS = LOOKUP_COLUMNS + ("loyaltyType", "firstName", "lastName")

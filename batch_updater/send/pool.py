@@ -21,15 +21,15 @@ import asyncio
 import functools
 import random
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Awaitable, Callable
 
+from ..config import LimitSettings
+from ..errors import RunAborted
+from ..outcomes import RowOutcome, Stage, Status
+from ..rows.mapping import Payload
 from .backoff import retry_delay
 from .client import ApiClient, Attempt, Verdict, already_enrolled, applied_before
-from .config import LimitSettings
-from .errors import RunAborted
-from .mapping import Payload
-from .outcomes import RowOutcome, Stage, Status
 from .ratelimit import RateLimiter
 
 RETRYABLE = frozenset({Verdict.THROTTLED, Verdict.RETRY, Verdict.NETWORK})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 
-from .config import INSECURE_WARNING, ApiSettings
+from ..config import INSECURE_WARNING, ApiSettings
 
 
 def ssl_argument(api: ApiSettings) -> bool | ssl.SSLContext:

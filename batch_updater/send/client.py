@@ -19,18 +19,19 @@ import re
 import secrets
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import SplitResult, quote
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from .config import ApiSettings, LimitSettings
-from .errors import RunAborted
-from .mapping import Lookup, Payload
+from ..config import ApiSettings, LimitSettings
+from ..errors import RunAborted
+from ..rows.mapping import Lookup, Payload
 
 LOOKUP_PATH = "/v2/customers/lookup"
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -72,7 +73,7 @@ class Attempt:
 def basic_authorization(username: str, password: str) -> str:
     """Capillary's Basic rule: the password is MD5-hashed (lowercase hex) before encoding."""
     digest = hashlib.md5(password.encode("utf-8")).hexdigest()
-    return "Basic " + base64.b64encode(f"{username}:{digest}".encode("utf-8")).decode("ascii")
+    return "Basic " + base64.b64encode(f"{username}:{digest}".encode()).decode("ascii")
 
 
 def classify(status: int, body: bytes, content_type: str = "", retry_after: str | None = None) -> Attempt:
@@ -233,7 +234,7 @@ class OAuthToken:
         except aiohttp.ClientConnectorError as exc:
             raise TokenUnavailable(_cannot_connect(self._api.base_url, _connect_cause(exc)),
                                    unreachable=True) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TokenUnavailable(f"cannot get an OAuth token from {url}: {_network_message(exc)}") from None
         data = _json_object(raw) or {}
         token = (data.get("data") or {}).get("accessToken") if isinstance(data.get("data"), dict) else None
@@ -265,11 +266,11 @@ class ApiClient:
     _session_sends: dict[str, str] | None = None  # auth headers the session adds to every request
 
     @classmethod
-    def open(cls, api: ApiSettings, limits: LimitSettings) -> "ApiClient":
+    def open(cls, api: ApiSettings, limits: LimitSettings) -> ApiClient:
         timeout = aiohttp.ClientTimeout(total=limits.timeout_seconds,
                                         sock_connect=limits.connect_timeout_seconds,
                                         sock_read=limits.read_timeout_seconds)
-        from .logs import log
+        from ..output.logs import log
         from .tls import insecure_warning, ssl_argument
 
         if warning := insecure_warning(api):
@@ -282,7 +283,7 @@ class ApiClient:
                                         json_serialize=lambda o: orjson.dumps(o).decode())
         # Our retry loop must see every attempt; aiohttp would otherwise re-send a PUT
         # silently when a pooled connection turns out closed (an attempt in doubt, hidden).
-        session._retry_connection = False  # noqa: SLF001 - no public switch exists
+        session._retry_connection = False
         client = cls(session, api)
         if api.auth == "oauth":
             client.token = OAuthToken(session, api)
@@ -370,7 +371,7 @@ class ApiClient:
             return _unreachable(self.api.base_url, _connect_cause(exc))
         except aiohttp.SocketTimeoutError:
             return _in_doubt("no answer within read_timeout_seconds")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _in_doubt("no answer within timeout_seconds")
         except (aiohttp.ClientError, OSError) as exc:
             # The request was written (or partly written) and no full answer came back.
@@ -387,7 +388,6 @@ def untrusted_certificate(exc: aiohttp.ClientConnectorCertificateError) -> str:
 
 def _unreachable(base_url: str, cause: str) -> Attempt:
     """Nothing reached the API: the message names the host as configured (its real scheme)."""
-    url = URL(base_url)
     return Attempt(Verdict.NETWORK, message=f"not sent: {_cannot_connect(base_url, cause)}", sent=False,
                    unreachable=True)
 

@@ -14,10 +14,11 @@ twice as much to create, and a million of each are created per million rows.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
-from .config import IDENTIFIER_NAMES, SOURCES
-from .values import DateTimes, parse_bool, parse_date, parse_float, parse_int
+from ..config import IDENTIFIER_NAMES, SOURCES
+from .cells import DateTimes, parse_bool, parse_date, parse_float, parse_int
 
 INT_ATTRIBUTES = frozenset({"programId", "tierNumber", "loyaltyPoints"})
 LOOKUP_COLUMNS = ("identifierValue", "identifierName", "source", "accountId")

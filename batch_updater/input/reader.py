@@ -30,21 +30,22 @@ import gzip
 import io
 import re
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
-from typing import Sequence, IO, TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas
 
-    from .config import InputSettings
+    from ..config import InputSettings
 
-from .csvsafe import restore, restore_column
-from .errors import InputError
+from ..errors import InputError
+from ..output.csvsafe import restore, restore_column
 
 SNIFF_BYTES = 64 * 1024
 DELIMITERS = ",;\t|"
@@ -60,7 +61,7 @@ _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
 @dataclass(frozen=True)
 class Chunk:
     first_row: int
-    frame: "pandas.DataFrame"  # columns are positions 0..n-1, all text (object dtype)
+    frame: pandas.DataFrame  # columns are positions 0..n-1, all text (object dtype)
     row_numbers: Sequence[int] | None = None  # when rows were left out (a shard): each row's number
 
     @property
@@ -318,7 +319,7 @@ class CsvInput:
             raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
 
 
-def _restored(frame: "pandas.DataFrame") -> "pandas.DataFrame":
+def _restored(frame: pandas.DataFrame) -> pandas.DataFrame:
     """Take off the apostrophe the reports put before = + - @ (see csvsafe)."""
     for column in frame.columns:
         cells = frame[column].tolist()
@@ -703,7 +704,7 @@ def is_excel(path: str | Path) -> bool:
 InputFile = CsvInput | ExcelInput
 
 
-def open_input(path: str | Path, settings: "InputSettings") -> InputFile:
+def open_input(path: str | Path, settings: InputSettings) -> InputFile:
     """The reader for `path`: Excel by its suffix, CSV otherwise (the sheet option is Excel's)."""
     if is_excel(path):
         return ExcelInput(path, sheet=settings.sheet, chunk_rows=settings.chunk_rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
@@ -18,7 +18,7 @@ from .masking import mask_text
 LOGGER_NAME = "batch_updater"
 log = logging.getLogger(LOGGER_NAME)
 # The run and job a record belongs to; the runner sets it when a run starts.
-run_context: ContextVar[dict[str, str]] = ContextVar("run_context", default={})
+run_context: ContextVar[dict[str, str]] = ContextVar("run_context", default={})  # noqa: B039 - never mutated
 
 
 class ContextFilter(logging.Filter):
@@ -42,7 +42,7 @@ class ContextFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(), "message": record.getMessage(),
             "run_id": getattr(record, "run_id", ""), "job_id": getattr(record, "job_id", ""),
         }
@@ -60,7 +60,8 @@ def setup_logging(level: str = "info", fmt: str = "text", file: str | None = Non
     `before_emit` runs before each record reaches stderr (the progress line clears itself).
     """
     context = ContextFilter(secret)
-    handler: logging.Handler = logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = (logging.FileHandler(file, encoding="utf-8") if file
+                                else logging.StreamHandler(sys.stderr))
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(context)
     if before_emit and not file:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 MAX_RETRY_AFTER = 3600.0  # an hour: anything longer is a misconfigured server, not advice
@@ -39,7 +39,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     seconds = (_as_utc(when) - _as_utc(now)).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
@@ -62,4 +62,4 @@ def retry_delay(
 
 def _as_utc(moment: datetime) -> datetime:
     # parsedate_to_datetime returns a naive datetime for "-0000"; HTTP dates are GMT.
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

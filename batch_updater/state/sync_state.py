@@ -16,10 +16,10 @@ import hashlib
 import sqlite3
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import orjson
@@ -179,7 +179,8 @@ class SyncState:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch(mode=0o600)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)  # commits: runner's writer thread
+        # commits come from the runner's writer thread
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -193,7 +194,7 @@ class SyncState:
         self._waiting_since = 0.0
         self._hurry = False  # the next flush writes every waiting remember
 
-    def __enter__(self) -> "SyncState":
+    def __enter__(self) -> SyncState:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -257,7 +258,7 @@ class SyncState:
             if forgotten:
                 self._db.execute(_FORGET, (orjson.dumps(forgotten),))
             if remembered:
-                now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                now = datetime.now(UTC).isoformat(timespec="seconds")
                 self._db.execute(_REMEMBER, (orjson.dumps(remembered, option=orjson.OPT_NON_STR_KEYS), now))
 
     def forget_all(self) -> int:

@@ -14,14 +14,14 @@ import hashlib
 import os
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 import orjson
 
-from .config import Config
-from .errors import InputError, JobLocked
+from ..config import Config
+from ..errors import InputError, JobLocked
 from .journal import Journal, applied_anything, read_meta, set_status
 
 JOURNAL_NAME = "journal.sqlite"
@@ -117,7 +117,8 @@ def _make_private_dirs(folder: Path) -> None:
 def _take_lock(path: Path, job_id: str) -> IO[str]:
     """An flock held for the whole run; the kernel releases it when the process dies,
     so a lock left by a killed run is simply taken over."""
-    handle = open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+", encoding="utf-8")
+    # held open for the whole run, so no `with`
+    handle = open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+", encoding="utf-8")  # noqa: SIM115
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -128,7 +129,7 @@ def _take_lock(path: Path, job_id: str) -> IO[str]:
                         " or stop it, then run again to resume") from None
     handle.seek(0)
     handle.truncate()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     handle.write(f"process {os.getpid()} on {socket.gethostname()}, started {started}")
     handle.flush()
     return handle
@@ -192,7 +193,7 @@ def _applied_anything(journal_path: Path) -> bool:
 
 
 def _set_aside(journal_path: Path) -> None:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for suffix in ("", "-wal", "-shm", ".inflight"):  # the in-flight log belongs to it too
         old = Path(str(journal_path) + suffix)
         if old.exists():

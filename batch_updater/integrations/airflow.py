@@ -15,10 +15,11 @@ This module is imported only when used; the rest of batch-updater never needs Ai
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any, Mapping
+from typing import Any
 
-from .config import PASSWORD_ENV, load_config
+from ..config import PASSWORD_ENV, load_config
 
 
 def connection_overrides(host: str | None, login: str | None,
@@ -42,8 +43,8 @@ def run_task(input_path: str, *, host: str | None, login: str | None, password: 
     """What the operator does, without Airflow: build the config, run, return the summary."""
     import os
 
-    from .runner import run
-    from .shards import Shard
+    from ..input.shards import Shard
+    from ..runner import run
 
     overrides = connection_overrides(host, login, extras)
     overrides["output.dir"] = output_dir

@@ -26,7 +26,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 
 class RateLimiter:

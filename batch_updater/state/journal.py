@@ -29,12 +29,12 @@ import os
 import sqlite3
 import struct
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import orjson
 
-from .outcomes import RowOutcome, Stage, Status
+from ..outcomes import RowOutcome, Stage, Status
 
 FLUSH_SECONDS = 0.2
 FLUSH_ROWS = 20_000  # a bound on what waits in memory (a dry run has no timer to flush it)
@@ -86,7 +86,7 @@ class Journal:
         self._acks = os.open(self._acks_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._unanswered: set[int] = set()  # marked in flight, no outcome acknowledged yet
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -325,7 +325,7 @@ def _read_ack_log(path: Path, batch_rows: int = 10_000) -> Iterator[list[tuple]]
     """The outcomes of the ack log, in order, a batch at a time (the log of a long run
     that crashed holds a line per row answered)."""
     try:
-        handle = open(path, "rb")
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
     except FileNotFoundError:
         return
     with handle:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -74,7 +74,7 @@ def parse_date(text: str) -> str | None:
 def zone(name: str) -> tzinfo:
     """The time zone named `name` (IANA, e.g. Asia/Kolkata, or UTC); ValueError if unknown."""
     if name.upper() == "UTC":
-        return timezone.utc
+        return UTC
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -111,7 +111,7 @@ class DateTimes:
 
 def _offset(text: str) -> timezone:
     if text in ("Z", "z"):
-        return timezone.utc
+        return UTC
     sign = -1 if text[0] == "-" else 1
     digits = text[1:].replace(":", "")
     hours, minutes = int(digits[:2]), int(digits[2:] or 0)

@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .changes import ChangeFilter, Fingerprints
-from .columns import ColumnPlan
-from .config import Config
+from ..config import Config
+from ..errors import InputError
+from ..input.columns import ColumnPlan
+from ..input.reader import Chunk, InputFile
+from ..outcomes import RowOutcome, Stage, Status
+from ..state.sync_state import ChangeFilter, Fingerprints
 from .duplicates import Decisions, DuplicateScan
-from .errors import InputError
 from .mapping import Mapper, Payload, customer_key
-from .outcomes import RowOutcome, Stage, Status
-from .reader import Chunk, InputFile
 
 SHOWN_PROBLEMS = 3  # row messages quoted when max_invalid stops a run
 

@@ -1,0 +1,68 @@
+"""Sharding: split one file's customers over N workers (output.merge joins their reports).
+
+A row belongs to shard K of N when its customer key hashes to K, so every row of one
+customer lands in the same shard, in file order, and every row in exactly one shard.
+The hash (CRC-32) is stable across processes and machines, as Airflow's mapped tasks need.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import UsageError
+from ..rows.mapping import customer_key
+from .reader import Chunk
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int   # K, from 1
+    count: int   # N
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise UsageError(f"--shard {text!r}: expected K/N, e.g. 2/8") from None
+        if not 1 <= index <= count:
+            raise UsageError(f"--shard {text!r}: K must be between 1 and N")
+        return cls(index, count)
+
+    def owns(self, customer_key: str) -> bool:
+        return zlib.crc32(customer_key.encode("utf-8")) % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+class ShardedInput:
+    """An input file seen through one shard: chunks keep only the shard's rows, with
+    their own row numbers, so validation, sending and reports all see the same rows."""
+
+    def __init__(self, source, plan, config, shard: Shard):
+        self._source = source
+        self.shard = shard
+        self._name_at = plan.position("identifierName")
+        self._value_at = plan.position("identifierValue")
+        self._default_name = config.api.identifier_name
+
+    def __getattr__(self, name: str):
+        return getattr(self._source, name)
+
+    def chunks(self) -> Iterator[Chunk]:
+        for chunk in self._source.chunks():
+            keep = self._owned(chunk.frame)
+            rows = [row for row, kept in zip(chunk.rows, keep) if kept]
+            yield Chunk(chunk.first_row, chunk.frame[keep], row_numbers=rows)
+
+    def _owned(self, frame) -> list[bool]:
+        values = frame.iloc[:, self._value_at].fillna("").astype(str)
+        if self._name_at is None:
+            names = [self._default_name] * len(frame)
+        else:
+            names = [name.strip() or self._default_name
+                     for name in frame.iloc[:, self._name_at].fillna("").astype(str)]
+        return [self.shard.owns(customer_key(name, value)) for name, value in zip(names, values)]

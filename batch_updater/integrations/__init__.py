@@ -1,0 +1,1 @@
+"""Integrations with schedulers: the Airflow operator."""

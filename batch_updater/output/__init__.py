@@ -1,0 +1,1 @@
+"""Output: reports, CSV safety, masking, progress, logs and notifications."""

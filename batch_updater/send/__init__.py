@@ -1,0 +1,1 @@
+"""Sending: the HTTP client, the worker pool, the rate limiter, backoff and TLS."""
