@@ -75,7 +75,7 @@ def bucket(frames: list[str]) -> str:
     if "_finish" in stack or "_replay" in stack:
         return "summary and end of run"
     leaf = frames[-1]
-    if re.search(r"\b(open_input|resolve_headers|screen_input|open_job|estimate_rows|job_identity)\b", stack) \
+    if re.search(r"\b(open_input|resolve_headers|screen_input|open_job|job_identity)\b", stack) \
             or re.search(r"(SyncState|Journal)\.__init__", stack):
         return "start-up (open input, job, state store; before the event loop)"
     if re.search(r"[(/](aiohttp|yarl|multidict|propcache|aiohappyeyeballs)/", leaf):

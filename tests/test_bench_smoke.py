@@ -11,9 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 RUN_ALL = Path(__file__).resolve().parent.parent / "bench" / "run_all.py"
 STEPS = ["throughput-0ms", "throughput-50ms", "overhead", "pacing", "memory", "startup", "validate"]
 
+
+
+pytestmark = pytest.mark.slow  # runs the benchmark scripts
 
 def test_every_benchmark_runs_on_tiny_inputs_and_lands_in_one_table(tmp_path):
     figures_path = tmp_path / "figures.json"

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from conftest import PASSWORD, customer_puts, mobile, read_report, write_config, write_csv
 
@@ -83,6 +84,7 @@ def test_a_wrong_password_aborts_then_the_right_one_finishes_every_row(tmp_path,
 
 # (b) -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_unreachable_endpoint_aborts_fast_whatever_the_size_then_the_rerun_finishes(
         tmp_path, sandbox_server):
     port = _free_port()  # nothing listens there yet
@@ -285,6 +287,7 @@ def test_a_finished_run_with_5xx_failures_is_completed_by_the_next_run(tmp_path,
     assert third["replayed"] and len(customer_puts(server)) - sent == len(failed)
 
 
+@pytest.mark.slow
 def test_a_corrected_base_url_takes_over_a_job_that_never_reached_the_api(tmp_path, sandbox_server):
     server = sandbox_server()
     dead = f"http://127.0.0.1:{_free_port()}"
@@ -314,6 +317,7 @@ def test_an_unreachable_endpoint_aborts_fast_with_oauth_too(tmp_path):
     assert (aborted["errors"], aborted["not_sent"]) == (0, 2000)
 
 
+@pytest.mark.slow
 def test_restart_after_a_crash_sends_every_row_again(tmp_path, sandbox_server):
     server = sandbox_server()
     source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(300)])
@@ -332,6 +336,7 @@ def test_restart_after_a_crash_sends_every_row_again(tmp_path, sandbox_server):
     assert len(customer_puts(server)) - before == 300  # the crashed run's answers are set aside too
 
 
+@pytest.mark.slow
 def test_giving_up_on_requests_in_flight_reports_them_in_doubt(tmp_path, sandbox_server):
     server = sandbox_server(latency_seconds=3.0)
     source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(50)])

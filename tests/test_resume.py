@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from conftest import customer_puts, mobile, read_report, write_config, write_csv
 
@@ -54,6 +55,7 @@ def _wait_for_requests(server, count: int, timeout: float = 20.0) -> None:
 ACK_WINDOW = 0.05
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_resends_no_row_answered_200(tmp_path, sandbox_server, capsys):
     rng = random.Random(20261204)
     faults = Faults(error_503=0.05, drop_before=0.02, drop_after=0.02, slow=0.03, slow_seconds=0.3)
@@ -114,6 +116,7 @@ def _sending_rate(puts: list, kills: list[float]) -> float:
     return count / span if span else 0.0
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_with_exit_4_then_resume_completes(tmp_path, sandbox_server):
     server = sandbox_server()
     source = write_csv(tmp_path / "in.csv", ["identifierValue", "firstName"], _rows(100))

@@ -7,8 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_validate.py"
 
+
+
+pytestmark = pytest.mark.slow  # runs the benchmark scripts
 
 def test_bench_validate_prints_rates_and_peak_memory(tmp_path):
     result = subprocess.run([sys.executable, str(BENCH), "--rows", "10000", "--repeat", "1",

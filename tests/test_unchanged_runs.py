@@ -149,7 +149,7 @@ def test_a_shard_skips_its_unchanged_rows_and_only_its_rows(tmp_path, sandbox_se
 def test_run_of_rows_boundaries_match_the_unchanged_mask():
     from batch_updater.output.progress import Progress
     from batch_updater.rows.prepare import Prepared
-    from batch_updater.runner import _skip_unchanged
+    from batch_updater.state.resume import skip_unchanged as _skip_unchanged
 
     class Recorder:
         def record_skipped(self, runs, message):

@@ -55,8 +55,8 @@ def canonical_name(name: str) -> str | None:
 
 
 def _channel_column(rest: str) -> str | None:
-    kind, _, attribute = rest.partition(".")
-    kind = _CHANNELS.get(kind.lower())
+    given, _, attribute = rest.partition(".")
+    kind = _CHANNELS.get(given.lower())
     if kind is None:
         return None
     low = attribute.lower()

@@ -150,7 +150,7 @@ class CsvInput:
     def _encoding_name(self) -> str:
         return "UTF-8" if self.encoding == "utf-8-sig" else self.encoding
 
-    def _open_raw(self) -> IO[bytes]:
+    def _open_raw(self) -> gzip.GzipFile | io.BufferedReader:
         return gzip.open(self.path, "rb") if self.path.suffix.lower() == ".gz" else open(self.path, "rb")
 
     def _scan(self) -> tuple[list[str], int, int]:
@@ -178,6 +178,7 @@ class CsvInput:
             with self._reading(records):
                 header = next(records, None)
                 self._check_header(header, records.line_num)
+        assert header is not None  # _check_header refuses a file without row 1
         return [restore(cell.strip()) for cell in header]
 
     @contextmanager
@@ -393,7 +394,7 @@ def _sniff_delimiter(sample: str) -> str:
         sniffed = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters="".join(present)).delimiter
     except csv.Error:
         sniffed = ""
-    return sniffed if sniffed in present else max(present, key=counts.get)
+    return sniffed if sniffed in present else max(present, key=counts.__getitem__)
 
 
 def _parser_message(exc: Exception) -> str:
@@ -425,6 +426,7 @@ class ExcelInput:
             raise InputError(f"{self.path}: sheet '{self.sheet_name}': row 1 is empty: the header"
                              " (e.g. identifierValue, firstName) must be the sheet's first row")
         self.headers = [restore(cell.strip()) for cell in header]
+        self.row_count: int | None = None  # not counted: the progress estimate goes without it
         self._check_merged(sheet)
         self._check_formulas()
 
@@ -692,7 +694,7 @@ def _check_readable(path: Path) -> None:
                          " file's permissions (ls -l), or run as a user who can read it") from None
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
 

@@ -11,9 +11,12 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..config import Config
 from ..errors import UsageError
 from ..rows.mapping import customer_key
+from .columns import ColumnPlan
 from .reader import Chunk
+from .source import Source
 
 
 @dataclass(frozen=True)
@@ -42,15 +45,15 @@ class ShardedInput:
     """An input file seen through one shard: chunks keep only the shard's rows, with
     their own row numbers, so validation, sending and reports all see the same rows."""
 
-    def __init__(self, source, plan, config, shard: Shard):
+    def __init__(self, source: Source, plan: ColumnPlan, config: Config, shard: Shard):
         self._source = source
         self.shard = shard
+        self.path, self.headers = source.path, source.headers
+        # the shard's share of the file's rows: an estimate, for the ETA
+        self.row_count = source.row_count // shard.count if source.row_count is not None else None
         self._name_at = plan.position("identifierName")
         self._value_at = plan.position("identifierValue")
         self._default_name = config.api.identifier_name
-
-    def __getattr__(self, name: str):
-        return getattr(self._source, name)
 
     def chunks(self) -> Iterator[Chunk]:
         for chunk in self._source.chunks():

@@ -10,6 +10,7 @@ gets one more (`'=x` → `''=x`), so the round trip is exact for every value.
 from __future__ import annotations
 
 from operator import itemgetter
+from typing import overload
 
 import numpy as np
 
@@ -17,6 +18,10 @@ TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 GUARD = "'"
 
 
+@overload
+def neutralise(cell: str) -> str: ...
+@overload
+def neutralise(cell: object) -> object: ...
 def neutralise(cell: object) -> object:
     if isinstance(cell, str) and cell and cell.lstrip(GUARD).startswith(TRIGGERS):
         return GUARD + cell

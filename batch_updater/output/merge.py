@@ -46,8 +46,9 @@ def _summary(folder: Path) -> dict:
 
 
 def _check_shards(summaries: list[dict], folders: list[Path]) -> None:
-    shards = [s.get("shard") for s in summaries]
-    if any(shard is None for shard in shards):
+    named = [s.get("shard") for s in summaries]
+    shards = [shard for shard in named if shard is not None]
+    if len(shards) < len(named):
         return  # unsharded runs (e.g. a file split by hand): the duplicate-row check still holds
     counts = {int(shard.split("/")[1]) for shard in shards}
     indexes = sorted(int(shard.split("/")[0]) for shard in shards)

@@ -6,7 +6,7 @@ figures go to the log every LOG_INTERVAL seconds, so logs stay short.
 
 from __future__ import annotations
 
-import gzip
+import asyncio
 import sys
 import time
 from collections import deque
@@ -84,24 +84,6 @@ class Progress:
                 f" · retries {self.retries:,}")
 
 
-def estimate_rows(source) -> int | None:
-    """Data rows in the input, for the ETA: counted lines of a CSV (a quoted line break
-    makes it an overestimate), the sheet's height for Excel when the reader knows it."""
-    known = getattr(source, "row_count", None)
-    if known is not None:
-        return known
-    path = source.path
-    if path.suffix.lower() not in (".csv", ".gz", ".txt", ".tsv"):
-        return None
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    lines, last = 0, b"\n"
-    with opener(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            lines += block.count(b"\n")
-            last = block[-1:]
-    return max(lines + (last != b"\n") - 1, 0)
-
-
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -141,3 +123,26 @@ class ProgressDisplay:
             self._drawn = False
 
     close = clear
+
+
+class ProgressWatch:
+    """Hands the progress figures to an observer at a fixed interval while rows are sent."""
+
+    def __init__(self, progress: Progress, observer: Callable[[Progress], None] | None = None,
+                 every: float = LOG_INTERVAL):
+        self.progress = progress
+        self.observer = observer or _log_progress
+        self.every = every
+
+    async def run(self, stats) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            self.progress.retries = stats.retries
+            self.progress.requests = stats.requests
+            self.observer(self.progress)
+
+
+def _log_progress(progress: Progress) -> None:
+    from .logs import log
+
+    log.info("progress: %s", progress.line())

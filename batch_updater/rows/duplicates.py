@@ -55,7 +55,8 @@ class DuplicateScan:
         self._hashes: list[np.ndarray] = []
         self._valid: list[np.ndarray] = []
 
-    def add(self, rows: Sequence[int], keys: Sequence[str], valid: Sequence[bool] | None = None) -> None:
+    def add(self, rows: Sequence[int], keys: Sequence[str],
+            valid: Sequence[bool] | np.ndarray | None = None) -> None:
         """Rows that take part (`last`: valid rows; `reject`: rows with an identifier)."""
         if not len(rows):
             return
@@ -103,7 +104,7 @@ class Decisions:
     def __len__(self) -> int:
         return len(self._held)
 
-    def within(self, rows: range) -> list[Decision]:
+    def within(self, rows: Sequence[int]) -> list[Decision]:
         if not self._held:
             return []
         reject = self.policy == "reject"

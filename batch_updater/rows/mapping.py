@@ -113,8 +113,9 @@ class Mapper:
         kind = self._types.get(name.lower(), "string")
         if isinstance(kind, tuple):
             return spelling(kind)
-        return {"int": parse_int, "float": parse_float, "bool": parse_bool, "date": parse_date,
-                "datetime": self._datetimes.moment}.get(kind)
+        converters: dict[str, Convert] = {"int": parse_int, "float": parse_float, "bool": parse_bool,
+                                          "date": parse_date, "datetime": self._datetimes.moment}
+        return converters.get(kind)
 
     # -- map --------------------------------------------------------------------------------
 

@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import compress
+from typing import TypedDict
 
 import numpy as np
 
 from ..config import Config
 from ..errors import InputError
 from ..input.columns import ColumnPlan
-from ..input.reader import Chunk, InputFile
+from ..input.reader import Chunk
+from ..input.source import Source
 from ..outcomes import RowOutcome, Stage, Status
 from ..state.sync_state import ChangeFilter, Fingerprints
 from .duplicates import Decisions, DuplicateScan
@@ -50,7 +52,7 @@ class Prepared:
 @dataclass
 class Checked:
     """One chunk after validation, before mapping."""
-    rows: range
+    rows: Sequence[int]         # the chunk's rows (a range unless a shard left some out)
     columns: list[list[str]]    # the canonical columns' trimmed cells, in plan order
     blank: np.ndarray           # per row: every cell empty
     problems: dict[int, str]    # row -> message, for invalid non-blank rows
@@ -68,6 +70,15 @@ class Screen:
     duplicates: Decisions | None = None
 
 
+class _Defaults(TypedDict):
+    """The settings RowValidator and Mapper both take."""
+    source: str
+    identifier_name: str
+    account_id: str | None
+    types: Mapping[str, str | tuple[str, ...]]
+    timezone: str
+
+
 class ChunkPreparer:
     """Compiled once per file header: validates and maps chunks."""
 
@@ -75,9 +86,9 @@ class ChunkPreparer:
         from .schema import RowValidator  # pandera is imported only where it is needed
 
         api, settings = config.api, config.input
-        defaults = dict(source=api.source, identifier_name=api.identifier_name,
-                        account_id=api.account_id, types=settings.types,
-                        timezone=settings.timezone or "UTC")
+        defaults = _Defaults(source=api.source, identifier_name=api.identifier_name,
+                             account_id=api.account_id, types=settings.types,
+                             timezone=settings.timezone or "UTC")
         used = plan.used
         self.positions = [i for i, _ in used]
         self.names = [name for _, name in used]
@@ -95,8 +106,9 @@ class ChunkPreparer:
         unnamed = [_trimmed(frame[i].to_numpy()) for i in self.unnamed]
         cells = np.array(columns + unnamed, dtype=object)  # one block: half the cost of 14 columns
         filled = (cells != "").any(axis=0)
-        canonical = pd.DataFrame(cells[:len(columns)].T, index=chunk.rows, columns=self.names,
-                                 dtype=object, copy=False)
+        # pandas-stubs' SequenceNotStr rejects Sequence[int]; a range or list of ints is a valid index
+        canonical = pd.DataFrame(cells[:len(columns)].T, index=chunk.rows,  # type: ignore[call-overload]
+                                 columns=self.names, dtype=object, copy=False)
         keys = digests = unchanged = None
         if changes is not None:
             keys, digests = self.fingerprints.of(columns)
@@ -137,6 +149,8 @@ class ChunkPreparer:
             keep = send.tolist()
             columns = [list(compress(column, keep)) for column in columns]
         if changes is not None:
+            # check() computed both because changes was given
+            assert checked.keys is not None and checked.digests is not None
             changes.sending(valid_rows, checked.keys[send], checked.digests[send])
         prepared.payloads = self.mapper.payloads(valid_rows, columns)
         return prepared
@@ -187,7 +201,7 @@ def _indexer(rows: Sequence[int]) -> Callable[[int], int]:
     return {row: i for i, row in enumerate(rows)}.__getitem__
 
 
-def prepare_chunks(source: InputFile, plan: ColumnPlan, config: Config,
+def prepare_chunks(source: Source, plan: ColumnPlan, config: Config,
                    screen: Screen | None = None, changes: ChangeFilter | None = None) -> Iterator[Prepared]:
     """Validate and map each chunk. Pass the Screen of screen_input when there was one;
     without it, a duplicates policy other than sequential makes its own pre-pass."""
@@ -218,7 +232,7 @@ def _first_rows_apart(chunk: Chunk) -> tuple[Chunk, ...]:
             Chunk(rows[n], chunk.frame.iloc[n:], None if numbers is None else list(numbers[n:])))
 
 
-def screen_input(source: InputFile, plan: ColumnPlan, config: Config, *,
+def screen_input(source: Source, plan: ColumnPlan, config: Config, *,
                  dry_run: bool = False) -> Screen | None:
     """The pre-pass, when a setting needs one; raise InputError when `max_invalid` is exceeded.
 
@@ -239,7 +253,7 @@ def _policy(config: Config) -> str:
     return config.input.duplicates or "sequential"
 
 
-def _scan(source: InputFile, preparer: ChunkPreparer, policy: str) -> Screen:
+def _scan(source: Source, preparer: ChunkPreparer, policy: str) -> Screen:
     screen = Screen()
     scan = DuplicateScan(policy) if policy != "sequential" else None
     for chunk in source.chunks():
@@ -271,7 +285,7 @@ def _too_many(screen: Screen, limit: str) -> bool:
     return screen.invalid > int(limit)
 
 
-def _too_many_message(source: InputFile, screen: Screen, limit: str) -> str:
+def _too_many_message(source: Source, screen: Screen, limit: str) -> str:
     shown = "; ".join(f"row {row}: {message}" for row, message in screen.first_problems)
     return (f"{source.path}: {screen.invalid} of {screen.rows} rows are invalid, more than"
             f" max_invalid = {limit}, so nothing was sent. First problems: {shown}. Run"
@@ -279,7 +293,7 @@ def _too_many_message(source: InputFile, screen: Screen, limit: str) -> str:
             " file and run again")
 
 
-def _unnamed_problems(problems: dict[int, str], rows: range, position: int, column: list[str],
+def _unnamed_problems(problems: dict[int, str], rows: Sequence[int], position: int, column: list[str],
                       beyond: bool = False) -> None:
     from .schema import describe
 
@@ -298,7 +312,7 @@ def _unnamed_problems(problems: dict[int, str], rows: range, position: int, colu
 CELL_LIMIT = 32_767  # characters in a spreadsheet cell; a longer CSV cell is a quoting mistake
 
 
-def _hostile_cells(problems: dict[int, str], rows: range, names: list[str],
+def _hostile_cells(problems: dict[int, str], rows: Sequence[int], names: list[str],
                    columns: list[list[str]]) -> None:
     """A NUL byte, or more characters than a spreadsheet cell holds, makes a row invalid
     (one join and one max per column: next to nothing when, as usual, there are none)."""

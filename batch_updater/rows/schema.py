@@ -312,7 +312,8 @@ def _messages(failures: pd.DataFrame, frame: pd.DataFrame) -> dict[int, str]:
 
 def describe(column: str, value: object, error: str) -> str:
     """`column "value" error`, the value shortened when long and left out when empty."""
-    if value is None or value == "" or (not isinstance(value, str) and pd.isna(value)):
+    # pandas-stubs type isna's argument as known scalars or arrays; at runtime it takes any object
+    if value is None or value == "" or (not isinstance(value, str) and pd.isna(value)):  # type: ignore[call-overload]
         return f"{column} {error}"
     text = str(value).replace("\r", "\\r").replace("\n", "\\n")  # messages stay on one line
     if len(text) > QUOTE_LIMIT:

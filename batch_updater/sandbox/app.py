@@ -101,14 +101,16 @@ async def customer_route(request: web.Request) -> web.StreamResponse:
         answer = json_answer(200, {"entity": ex.customer_id, "warnings": []}, "ok")
     if answer is not None:
         return await _finish(state, ex, answer)
-    if ex.customer_id in state.busy:
+    customer_id = ex.customer_id
+    assert customer_id is not None  # _locate answers unless it found the customer
+    if customer_id in state.busy:
         return await _finish(state, ex, BUSY)
-    state.busy.add(ex.customer_id)
+    state.busy.add(customer_id)
     try:
         await asyncio.sleep(state.settings.processing_seconds)
         return await _finish(state, ex, _update(state, ex))
     finally:
-        state.busy.discard(ex.customer_id)
+        state.busy.discard(customer_id)
 
 
 def _admit(state: SandboxState, ex: Exchange) -> Answer | None:
@@ -122,7 +124,9 @@ def _admit(state: SandboxState, ex: Exchange) -> Answer | None:
         return EARLY_FAULTS[ex.fault]
     wait = state.throttle(ex.credential, ex.started)
     if wait is not None:
-        return throttled(wait if state.settings.rate_limit.retry_after else None)
+        rate_limit = state.settings.rate_limit
+        assert rate_limit is not None  # only the limiter that rate_limit configures makes waits
+        return throttled(wait if rate_limit.retry_after else None)
     ex.admitted = True
     return None
 
@@ -151,13 +155,17 @@ def _update(state: SandboxState, ex: Exchange) -> Answer:
     malformed = shape_problem(ex.body)
     if malformed is not None:
         return error_answer(400, [(10002, f"Invalid request body: {malformed}")], "bad_request")
+    body = ex.body
+    assert isinstance(body, dict)  # a body of the documented shape is a JSON object
+    assert ex.customer_id is not None  # _locate found the customer
     customer = state.customers.get(ex.customer_id)
-    problems = list(body_problems(ex.body, customer, ex.request.query["source"],
+    assert customer is not None  # customers are never removed once found
+    problems = list(body_problems(body, customer, ex.request.query["source"],
                                   settings.custom_fields, settings.programs))
     if problems:
         return _business_error(state, problems)
-    warnings_ = extended_field_warnings(ex.body, settings.extended_fields)
-    state.customers.put(merge(customer, ex.body, settings.extended_fields))
+    warnings_ = extended_field_warnings(body, settings.extended_fields)
+    state.customers.put(merge(customer, body, settings.extended_fields))
     payload = {"createdId": ex.customer_id, "warnings": as_entries(warnings_)}
     if ex.request.query.get("use_async", "").lower() != "true":
         payload["sideEffects"] = []

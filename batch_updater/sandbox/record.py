@@ -47,6 +47,7 @@ class Recorder:
         self.outcomes[record.outcome] += 1
         self.applied += record.applied
         if record.admitted:
+            assert record.credential is not None  # the rate limit admits only authenticated requests
             self._admitted[record.credential].append(record.started)
         if self._keep:
             self.requests.append(record)

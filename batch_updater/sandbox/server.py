@@ -43,6 +43,7 @@ class Sandbox:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
+        assert self._runner is not None  # set by __aenter__
         await self._runner.cleanup()
 
 
@@ -69,6 +70,8 @@ class SandboxThread:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        # __enter__ returned, so _serve has set both before signalling ready
+        assert self._loop is not None and self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join()
 

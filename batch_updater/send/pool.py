@@ -136,7 +136,7 @@ class WorkerPool:
         for worker in self._workers:
             worker.cancel()
 
-    async def _unless_halted(self, waiting: Awaitable[None]) -> bool:
+    async def _unless_halted(self, waiting: Awaitable[object]) -> bool:
         """Wait for a pacing slot, a backoff or queue space; False when the run halts first.
 
         A halt cancels the waiting tasks (cheaper than racing every wait against an event).
@@ -145,6 +145,7 @@ class WorkerPool:
             getattr(waiting, "close", lambda: None)()
             return False
         task = asyncio.current_task()
+        assert task is not None  # always called from a worker's or the submitter's task
         self._interruptible.add(task)
         try:
             await waiting
@@ -174,7 +175,8 @@ class WorkerPool:
         while (taken := await self._queue.get()) is not None:
             if not self._room.is_set() and self._queue.qsize() <= self._low_water:
                 self._room.set()
-            payload, key = taken
+            first, key = taken
+            payload: Payload | None = first
             while payload is not None:
                 outcome = None if self.halted else await self._send(payload)
                 if outcome is not None:

@@ -15,6 +15,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import IO
 
@@ -22,13 +23,32 @@ import orjson
 
 from ..config import Config
 from ..errors import InputError, JobLocked
+from ..input.shards import Shard
 from .journal import Journal, applied_anything, read_meta, set_status
 
 JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = "lock"
-UNFINISHED = ("running", "stopped", "aborted")  # a changed file is refused while its job is one of these
-# Finished, but some rows failed for the run's reason (network, 5xx): the next run sends them.
-INCOMPLETE = "incomplete"
+
+
+class JobStatus(str, Enum):
+    NEW = "new"
+    RUNNING = "running"          # or its process died: the next run resumes it
+    STOPPED = "stopped"          # a signal or --max-runtime (exit 4)
+    ABORTED = "aborted"          # exit 3
+    INCOMPLETE = "incomplete"    # finished, but some rows failed for the run's reason: the next run sends them
+    FINISHED = "finished"        # nothing left to send: a rerun replays the summary
+    ABANDONED = "abandoned"      # set aside for a job of the same file with other content or settings
+
+    @classmethod
+    def after(cls, exit_code: int, to_send_again: int) -> JobStatus:
+        """The job's status once a run ended with `exit_code`."""
+        if exit_code in (3, 4):
+            return cls.ABORTED if exit_code == 3 else cls.STOPPED
+        return cls.INCOMPLETE if to_send_again else cls.FINISHED
+
+
+# A changed file is refused while an earlier job of it is one of these.
+UNFINISHED = (JobStatus.RUNNING, JobStatus.STOPPED, JobStatus.ABORTED)
 
 
 @dataclass
@@ -36,16 +56,16 @@ class Job:
     id: str
     folder: Path
     journal: Journal
-    status: str           # new | running | stopped | aborted | incomplete | finished (as found)
+    status: JobStatus     # as found
     lock: IO[str] | None
 
     @property
     def finished(self) -> bool:
-        return self.status == "finished"
+        return self.status is JobStatus.FINISHED
 
     @property
     def resuming(self) -> bool:
-        return self.status in UNFINISHED or self.status == INCOMPLETE
+        return self.status in UNFINISHED or self.status is JobStatus.INCOMPLETE
 
     def close(self) -> None:
         self.journal.close()
@@ -53,12 +73,12 @@ class Job:
             self.lock.close()  # closing the file releases the flock
 
 
-def job_identity(path: Path, config: Config, shard: object = None) -> str:
+def job_identity(path: Path, config: Config, shard: Shard | None = None) -> str:
     """A hash of the input's content and of every setting that changes what is sent."""
     return _job_facts(path, config, shard)[0]
 
 
-def _job_facts(path: Path, config: Config, shard: object = None) -> tuple[str, str, dict[str, object]]:
+def _job_facts(path: Path, config: Config, shard: Shard | None = None) -> tuple[str, str, dict[str, object]]:
     """The job id, the input's own digest and the settings, by name (kept in the journal,
     so that a refusal can say what changed)."""
     digest, content = hashlib.sha256(), hashlib.sha256()
@@ -67,22 +87,23 @@ def _job_facts(path: Path, config: Config, shard: object = None) -> tuple[str, s
             digest.update(block)
             content.update(block)
     api = config.api
-    settings = {"[api] base_url": api.base_url, "[api] source": api.source, "[api] account_id": api.account_id,
-                "[api] identifier_name": api.identifier_name, "[api] use_async": api.use_async,
-                "[columns]": sorted(config.columns.items()), "[input]": repr(config.input),
-                "--shard": str(shard or ""), "--only-changed": config.state.only_changed}
+    settings: dict[str, object] = {
+        "[api] base_url": api.base_url, "[api] source": api.source, "[api] account_id": api.account_id,
+        "[api] identifier_name": api.identifier_name, "[api] use_async": api.use_async,
+        "[columns]": sorted(config.columns.items()), "[input]": repr(config.input),
+        "--shard": str(shard or ""), "--only-changed": config.state.only_changed}
     digest.update(orjson.dumps(list(settings.values()), default=str))
     return digest.hexdigest()[:12], content.hexdigest(), settings
 
 
-def job_folder(config: Config, input_path: Path, job_id: str, shard: object = None) -> Path:
+def job_folder(config: Config, input_path: Path, job_id: str, shard: Shard | None = None) -> Path:
     stem = input_path.name.split(".")[0] or "input"
     if shard:
         stem += f"-shard{shard.index}of{shard.count}"
     return Path(config.output.dir) / f"{stem}-{job_id}"
 
 
-def open_job(config: Config, input_path: Path, *, restart: bool = False, shard: object = None) -> Job:
+def open_job(config: Config, input_path: Path, *, restart: bool = False, shard: Shard | None = None) -> Job:
     job_id, content, settings = _job_facts(input_path, config, shard)
     folder = job_folder(config, input_path, job_id, shard)
     _make_private_dirs(folder)
@@ -94,7 +115,7 @@ def open_job(config: Config, input_path: Path, *, restart: bool = False, shard: 
             Journal(journal_path).close()  # takes in the logs a crashed run left, then removes them
             _set_aside(journal_path)
         journal = Journal(journal_path)
-        status = journal.meta().get("status", "new")
+        status = JobStatus(journal.meta().get("status", JobStatus.NEW))
         journal.set_meta(job_id=job_id, input=str(input_path.resolve()), content_sha256=content,
                          settings=orjson.dumps(settings, default=str).decode())
         return Job(job_id, folder, journal, status, lock)
@@ -164,7 +185,7 @@ def _abandon(journal_path: Path, job_id: str) -> None:
     """Mark another job abandoned, unless its process still runs (its lock says so)."""
     lock = _take_lock(journal_path.parent / LOCK_NAME, job_id)
     try:
-        set_status(journal_path, "abandoned")
+        set_status(journal_path, JobStatus.ABANDONED)
     finally:
         lock.close()
 

@@ -275,6 +275,7 @@ class InFlightLog:
     def append(self, row: int) -> None:
         if self._used == self._end:
             self._map_segment()
+        assert self._map is not None  # mapped in __init__, remapped above
         self._pack(self._map, self._used - self._base, row)
         self._used += 8
 

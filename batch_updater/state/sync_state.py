@@ -16,7 +16,7 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
@@ -86,7 +86,7 @@ class Fingerprints:
         digests = _combined([_hashed(column, self._digest_salt) for column in cells.values()], rows)
         return self._keys(cells, rows), digests
 
-    def _keys(self, cells: dict[str, Sequence[str]], rows: int) -> np.ndarray:
+    def _keys(self, cells: Mapping[str, Sequence[str]], rows: int) -> np.ndarray:
         hashes = []
         for name in LOOKUP_NAMES:
             if name not in cells:

@@ -1,0 +1,127 @@
+"""What a run did: `RunSummary` (summary.json, the CLI's last lines, the Airflow XCom),
+built from the reports' counts and the send loop's result."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from .config import Config
+from .output.logs import log
+from .output.reports import ReportCounts, ReportPaths
+from .send.loop import SendResult
+
+
+class RunStatus(str, Enum):
+    COMPLETED = "completed"                          # exit 0
+    COMPLETED_WITH_ERRORS = "completed_with_errors"  # exit 1
+    ABORTED = "aborted"                              # exit 3
+    STOPPED = "stopped"                              # exit 4
+    DRY_RUN = "dry_run"
+
+
+@dataclass
+class RunSummary:
+    exit_code: int
+    status: RunStatus
+    input: str
+    job_id: str
+    rows: int
+    success: int
+    errors: int
+    skipped: int
+    not_sent: int
+    validation_errors: int
+    api_errors: int
+    network_errors: int
+    in_doubt: int                    # rows with an attempt sent and never answered (the job's)
+    in_doubt_requests: int           # requests sent and never answered (timeouts, drops; the job's)
+    requests: int
+    retries: int
+    throttled: int
+    http_statuses: dict[str, int]
+    started: str
+    finished: str
+    duration_seconds: float
+    achieved_rate_per_minute: float
+    rate_limit_per_minute: int
+    reason: str | None
+    reports: dict[str, str]
+    config: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False            # continued a job an earlier run left unfinished
+    to_send_again: int = 0           # rows the next run of the job sends (not sent, run-level failures)
+    sent_again: int = 0              # rows an earlier run of the job left unsettled, sent by this run
+    replayed: bool = False           # the job had finished: nothing sent, its summary repeated
+    shard: str | None = None         # "K/N" when the run kept only one shard's customers
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def replayed_from(cls, stored: str) -> RunSummary:
+        values = orjson.loads(stored)
+        values.update(replayed=True, status=RunStatus(values["status"]))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """The run's own facts that neither the reports nor the send loop know."""
+
+    input: str
+    job_id: str
+    started: datetime
+    dry_run: bool = False
+    resumed: bool = False
+    shard: str | None = None
+
+
+def summarise(config: Config, facts: RunFacts, paths: ReportPaths, counts: ReportCounts,
+              sent: SendResult) -> RunSummary:
+    finished = datetime.now(UTC)
+    exit_code, status = outcome_of(counts, sent)
+    reports = {"success": str(paths.success), "errors": str(paths.errors),
+               "skipped": str(paths.skipped), "summary": str(paths.summary)}
+    if sent.preview:
+        reports["preview"] = sent.preview
+    return RunSummary(
+        exit_code=exit_code, status=RunStatus.DRY_RUN if facts.dry_run else status, input=facts.input,
+        job_id=facts.job_id, rows=counts.rows, success=counts.success, errors=counts.error,
+        skipped=counts.skipped, not_sent=counts.not_sent, validation_errors=counts.validation,
+        api_errors=counts.api, network_errors=counts.network, in_doubt=counts.in_doubt,
+        in_doubt_requests=sent.in_doubt_requests, requests=sent.requests, retries=sent.retries,
+        throttled=sent.throttled, http_statuses=sent.http_statuses,
+        started=facts.started.isoformat(timespec="seconds"), finished=finished.isoformat(timespec="seconds"),
+        duration_seconds=round((finished - facts.started).total_seconds(), 3),
+        achieved_rate_per_minute=round(sent.requests / sent.seconds * 60, 1) if sent.seconds > 0 else 0.0,
+        rate_limit_per_minute=limit_per_minute(config), reason=sent.reason, reports=reports,
+        config=config.public_dict(), resumed=facts.resumed, shard=facts.shard,
+        to_send_again=counts.to_send_again, sent_again=sent.sent_again)
+
+
+def outcome_of(counts: ReportCounts, sent: SendResult) -> tuple[int, RunStatus]:
+    """The exit code and status: the one place that decides them."""
+    if sent.aborted:
+        return 3, RunStatus.ABORTED
+    if sent.stopped:
+        return 4, RunStatus.STOPPED
+    if counts.error:
+        return 1, RunStatus.COMPLETED_WITH_ERRORS
+    return 0, RunStatus.COMPLETED
+
+
+def limit_per_minute(config: Config) -> int:
+    limits = config.limits
+    return round(limits.rate_per_minute * 60 / limits.window_seconds)
+
+
+def log_end(summary: RunSummary) -> None:
+    level = logging.INFO if summary.exit_code in (0, 1) else logging.WARNING
+    log.log(level, "%s: %d rows, %d updated, %d errors, %d skipped, %d not sent; exit %d%s",
+            summary.status.value, summary.rows, summary.success, summary.errors, summary.skipped,
+            summary.not_sent, summary.exit_code, f" ({summary.reason})" if summary.reason else "")
