@@ -14,7 +14,7 @@ Figures are read from the server's own record: achieved share of the limit (admi
 requests per window between the first and the last arrival), 429s, and the busiest
 rolling window over every arrival. A baseline in the same run swaps in a fixed-interval
 pacer (next start = previous start + window/limit, no rolling-window guard), the best
-of the naive pacers measured in docs/measured.md (aiolimiter's AsyncLimiter(N, 60)
+of the naive pacers measured before this tool chose its own (aiolimiter's AsyncLimiter(N, 60)
 lets about 2N through in the first minute, AsyncLimiter(1, 60/N) reaches 86-93%).
 """
 

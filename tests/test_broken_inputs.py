@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import batch_updater.input.reader as reader_module
 import batch_updater.output.reports as reports_module
 from batch_updater.cli import main
-from batch_updater.input.reader import CsvInput
+from batch_updater.input.csv_file import CFB_SIGNATURE, CsvInput
 
 CORPUS = Path(__file__).parent / "corpus"
 NO_API = "http://127.0.0.1:9"  # validate sends nothing
@@ -295,7 +295,7 @@ def test_a_corrupt_xlsx(tmp_path):
 def test_an_encrypted_xlsx(tmp_path):
     # Office saves a password-protected .xlsx as an OLE (CFB) container, not a zip.
     path = tmp_path / "locked.xlsx"
-    path.write_bytes(reader_module.CFB_SIGNATURE + bytes(4088))
+    path.write_bytes(CFB_SIGNATURE + bytes(4088))
     assert error_of(tmp_path, path) == (
         f"{path}: the workbook is password-protected (encrypted): remove the password in the"
         " spreadsheet program (File > Info > Protect Workbook) and save it again, or export the"

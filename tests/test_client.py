@@ -13,15 +13,8 @@ from batch_updater.config import load_config
 from batch_updater.errors import RunAborted
 from batch_updater.rows.mapping import Lookup, Payload
 from batch_updater.sandbox import Faults, Sandbox, SandboxSettings
-from batch_updater.send.client import (
-    ApiClient,
-    Attempt,
-    OAuthToken,
-    Verdict,
-    basic_authorization,
-    classify,
-    summarise_body,
-)
+from batch_updater.send.answers import Attempt, Verdict, classify, summarise_body
+from batch_updater.send.client import ApiClient, OAuthToken, basic_authorization
 
 
 def body(**payload) -> bytes:

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from batch_updater.config import load_config
 from batch_updater.input.columns import resolve_headers
-from batch_updater.input.reader import CsvInput, open_input
+from batch_updater.input.csv_file import CsvInput
+from batch_updater.input.reader import open_input
 from batch_updater.rows.mapping import Mapper
 from batch_updater.rows.prepare import prepare_chunks
 

@@ -15,7 +15,9 @@ from conftest import config_for, read_report, write_config
 from batch_updater.cli import main
 from batch_updater.config import InputSettings
 from batch_updater.errors import InputError
-from batch_updater.input.reader import CsvInput, ExcelInput, excel_text, open_input
+from batch_updater.input.csv_file import CsvInput
+from batch_updater.input.excel_file import ExcelInput, excel_text
+from batch_updater.input.reader import open_input
 from batch_updater.runner import run
 
 HEADER = ["identifierValue", "firstName", "loyaltyProgramEnrollments.programId",

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from batch_updater.cli import main
 from batch_updater.config import InputSettings
-from batch_updater.input.reader import CsvInput, open_input
+from batch_updater.input.csv_file import CsvInput
+from batch_updater.input.reader import open_input
 from batch_updater.input.shards import Shard
 from batch_updater.outcomes import RowOutcome, Stage, Status
 from batch_updater.output.csvsafe import neutralise, restore

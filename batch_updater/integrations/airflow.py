@@ -1,6 +1,6 @@
 """An Airflow operator: run one input file (or one shard of it) as a task.
 
-    from batch_updater.airflow import BatchUpdaterOperator
+    from batch_updater.integrations.airflow import BatchUpdaterOperator
     BatchUpdaterOperator(task_id="update", input_path="/data/customers.csv",
                          conn_id="capillary_eu", shard="1/4")
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-POLICIES = ("sequential", "last", "reject")
 _HASH_KEYS = ("batch-updater-k1", "batch-updater-k2")  # pandas wants 16 characters
 LISTED_ROWS = 10
 

@@ -2,7 +2,7 @@
 
 An empty cell means "leave this value alone", so it never reaches the payload. Values
 arrive validated (schema.py) and trimmed; they are converted by the same parsers that
-validated them (values.py): whole numbers, booleans, dates and date-times with their
+validated them (rows/cells.py): whole numbers, booleans, dates and date-times with their
 offset, allowed values in the config's spelling, enumerations in the API's spelling.
 
 Speed: converters run once per distinct value of a column, and the body of each row is

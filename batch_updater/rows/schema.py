@@ -1,6 +1,6 @@
 """The pandera schema of the canonical columns, and per-row problem messages.
 
-Every field of the API's request body has a check (capillary-api.md, "Request body");
+Every field of the API's request body has a check (docs/api.md, "Request body");
 `fields.*` and `extendedFields.*` are text unless the config's [types] table gives
 them a type. Validation is lazy: every problem of a row is reported in one message, e.g.
 `commChannels.email.value "bob@" is not an email address;

@@ -1,4 +1,4 @@
-"""The customer update API and its OAuth token route, as capillary-api.md describes them.
+"""The customer update API and its OAuth token route, as docs/api.md describes them.
 
 Checks run in a fixed order so that tests can predict each answer: authentication (401) →
 injected faults, burst 429, rate limit (429) → Content-Type (415) → query (11013, 8003,

@@ -1,7 +1,6 @@
-"""One HTTP attempt against the customer update API, and the classification of its answer.
+"""One HTTP attempt against the customer update API (send.answers says what its answer means).
 
-`classify` is the single place that decides what an answer means, by errors[].code
-first and HTTP status second. The client never retries on its own (but for sending a
+The client never retries on its own (but for sending a
 row once more with a renewed OAuth token after a 401): aiohttp's silent re-send of an
 idempotent request on a closed keep-alive connection is turned off, so every attempt is
 counted and an attempt in doubt is never hidden. Each request goes out right after the
@@ -13,16 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import html
 import os
-import re
 import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from enum import Enum
-from typing import Any
 from urllib.parse import SplitResult, quote
 
 import aiohttp
@@ -32,147 +27,15 @@ from yarl import URL
 from ..config import ApiSettings, LimitSettings
 from ..errors import RunAborted
 from ..rows.mapping import Lookup, Payload
+from .answers import RETRYABLE_STATUSES, Attempt, Verdict, _json_object, classify, summarise_body
 
 LOOKUP_PATH = "/v2/customers/lookup"
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 TOKEN_PATH = "/v3/oauth/token/generate"
-RETRYABLE_STATUSES = frozenset({408, 500, 502, 503, 504, 521})
-# Codes that mean "try again later" whatever the HTTP status says.
-RETRYABLE_CODES = frozenset({521})
-# Without an errors[] code these say the request is wrong for every row, not for this one:
-# 404 wrong resource (base_url), 405 wrong method, 415 wrong content type.
-FATAL_STATUSES = frozenset({404, 405, 415})
-ALREADY_ENROLLED_CODES = frozenset({"1216"})  # the sandbox's choice; real APIs are matched by message
-
-
-class Verdict(str, Enum):
-    SUCCESS = "success"
-    BUSINESS = "business"      # the API refused this row: final
-    AUTH = "auth"              # 401/403: credentials or access
-    THROTTLED = "throttled"    # 429
-    RETRY = "retry"            # 5xx, 521: the API is busy or failing
-    NETWORK = "network"        # no answer: connection failed, dropped or timed out
-    FATAL = "fatal"            # no row can succeed like this (wrong URL): stop the run
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    verdict: Verdict
-    http_status: int | None = None
-    code: str = ""
-    message: str = ""
-    customer_id: str = ""
-    warnings: str = ""
-    retry_after: str | None = None
-    in_doubt: bool = False     # the request may have reached the API
-    sent: bool = True          # False: no request went out (no OAuth token to send it with)
-    renewed: bool = False      # a 401 came first (one more request): the token was dropped and renewed
-    unreachable: bool = False  # no connection could be made (refused, DNS, TLS, connect timeout)
-
-
 def basic_authorization(username: str, password: str) -> str:
     """Capillary's Basic rule: the password is MD5-hashed (lowercase hex) before encoding."""
     digest = hashlib.md5(password.encode("utf-8")).hexdigest()
     return "Basic " + base64.b64encode(f"{username}:{digest}".encode()).decode("ascii")
-
-
-def classify(status: int, body: bytes, content_type: str = "", retry_after: str | None = None) -> Attempt:
-    """What an answer means: errors[].code first, then the HTTP status.
-
-    =====================================  ===========
-    errors[] with 429 / 401, 403           THROTTLED / AUTH
-    errors[] with 5xx, or code 521         RETRY
-    errors[] otherwise (200, 400, 404...)  BUSINESS (final for this row)
-    2xx JSON object without errors         SUCCESS
-    2xx unreadable                         RETRY, in doubt (it may have been applied)
-    429 / 401, 403                         THROTTLED / AUTH
-    408, 5xx, 521 (HTML gateway pages)     RETRY
-    404, 405, 415                          FATAL (wrong URL or request: no row can succeed)
-    other 4xx                              BUSINESS
-    =====================================  ===========
-    """
-    data = _json_object(body)
-    errors = data.get("errors") if data else None
-    warnings = _warnings(data.get("warnings") if data else None)
-    if errors and isinstance(errors, list):
-        code, message = _first_error(errors)
-        if status == 429:
-            return Attempt(Verdict.THROTTLED, status, code, message, retry_after=retry_after)
-        if status in (401, 403):
-            return Attempt(Verdict.AUTH, status, code, message)
-        if status in RETRYABLE_STATUSES or status >= 500 or _as_int(code) in RETRYABLE_CODES:
-            return Attempt(Verdict.RETRY, status, code, message, retry_after=retry_after)
-        return Attempt(Verdict.BUSINESS, status, code, message, warnings=warnings)
-    if 200 <= status < 300 and data is not None:
-        created = data.get("createdId", data.get("entity", ""))
-        return Attempt(Verdict.SUCCESS, status, customer_id=str(created or ""), warnings=warnings)
-    message = summarise_body(status, body, content_type)
-    if 200 <= status < 300:
-        return Attempt(Verdict.RETRY, status, message=f"{message} (not the API's JSON answer:"
-                       " the update may or may not have been applied)", in_doubt=True)
-    if status == 429:
-        return Attempt(Verdict.THROTTLED, status, message=message, retry_after=retry_after)
-    if status in (401, 403):
-        return Attempt(Verdict.AUTH, status, message=message)
-    if status in RETRYABLE_STATUSES or status >= 500:
-        return Attempt(Verdict.RETRY, status, message=message, retry_after=retry_after)
-    if status in FATAL_STATUSES:
-        return Attempt(Verdict.FATAL, status, message=message)
-    return Attempt(Verdict.BUSINESS, status, message=message)
-
-
-def already_enrolled(payload: Payload, attempt: Attempt) -> bool:
-    """The API refused an enrolment the customer already has (the real code is undocumented)."""
-    return (attempt.verdict is Verdict.BUSINESS and "loyaltyProgramEnrollments" in payload.body
-            and (attempt.code in ALREADY_ENROLLED_CODES or "already enrolled" in attempt.message.lower()))
-
-
-def applied_before(attempt: Attempt) -> Attempt:
-    warning = (f"{attempt.code or attempt.http_status}: {attempt.message} (counted as applied:"
-               " an earlier attempt whose answer was lost enrolled the customer)")
-    return Attempt(Verdict.SUCCESS, attempt.http_status, warnings=warning)
-
-
-def _json_object(body: bytes) -> dict | None:
-    try:
-        data = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _first_error(errors: list) -> tuple[str, str]:
-    first = errors[0] if isinstance(errors[0], dict) else {}
-    messages = [str(e.get("message", "")) for e in errors if isinstance(e, dict) and e.get("message")]
-    return str(first.get("code", "")), " | ".join(messages)
-
-
-def _warnings(warnings: Any) -> str:
-    if not warnings or not isinstance(warnings, list):
-        return ""
-    parts = [f"{w.get('code', '')}: {w.get('message', '')}" if isinstance(w, dict) else str(w)
-             for w in warnings]
-    return " | ".join(parts)
-
-
-def _as_int(code: str) -> int | None:
-    try:
-        return int(code)
-    except (TypeError, ValueError):
-        return None
-
-
-def summarise_body(status: int, body: bytes, content_type: str) -> str:
-    """One line for an answer without a JSON error: a gateway's HTML page, say."""
-    text = body[:4096].decode("utf-8", "replace")
-    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
-    if title:
-        text = title.group(1)
-    else:
-        text = re.sub(r"<[^>]+>", " ", text)
-    text = " ".join(html.unescape(text).split())[:160]
-    kind = content_type.split(";")[0] or "no content type"
-    return f"HTTP {status} ({kind}){': ' + text if text else ''}"
 
 
 class TokenUnavailable(Exception):
@@ -200,7 +63,6 @@ class OAuthToken:
         self._api = api
         self._clock = clock
         self._token: str | None = None
-        self._expires = 0.0
         self._renew_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -250,7 +112,6 @@ class OAuthToken:
         ttl = float((data.get("data") or {}).get("ttlSeconds") or 300)
         now = self._clock()
         self._token = token
-        self._expires = now + ttl
         self._renew_at = now + ttl * (1 - self.RENEW_FRACTION)
 
 

@@ -28,8 +28,9 @@ from ..config import LimitSettings
 from ..errors import RunAborted
 from ..outcomes import RowOutcome, Stage, Status
 from ..rows.mapping import Payload
+from .answers import Attempt, Verdict, already_enrolled, applied_before
 from .backoff import retry_delay
-from .client import ApiClient, Attempt, Verdict, already_enrolled, applied_before
+from .client import ApiClient
 from .ratelimit import RateLimiter
 
 RETRYABLE = frozenset({Verdict.THROTTLED, Verdict.RETRY, Verdict.NETWORK})

@@ -14,7 +14,7 @@ Two rules decide when the next request may start:
   to the guard's window absorb that, at a cost of margin/window of the rate.
 
 We write our own because aiolimiter lets about 2N through in the first minute
-(see docs/measured.md, "Rate limiting").
+(see bench/RESULTS.md, "pacing").
 
 The pool slows down together: ``pause`` (from a 429's Retry-After) and ``throttled``
 (multiplicative decrease) act on every waiter; ``succeeded`` recovers additively.

@@ -345,7 +345,7 @@ def _read_ack_log(path: Path, batch_rows: int = 10_000) -> Iterator[list[tuple]]
             yield batch
 
 
-# client.classify's rules, read back from what an earlier version journaled: errors[] with a
+# send.answers.classify's rules, read back from what an earlier version journaled: errors[] with a
 # code are the row's own unless 401/403/429/408/5xx or code 521; without one, 404/405/415
 # (a wrong URL) and a 2xx that was not the API's JSON are the run's too.
 _RERUN_BEFORE = """UPDATE outcome SET rerun = 1 WHERE status = 'error' AND (
