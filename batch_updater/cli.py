@@ -10,6 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -54,38 +55,50 @@ def main() -> None:
     """
 
 
+# Each setting an option overrides, declared once: the flag, the config key it sets, and how.
+# A flag option sets its key to `flag_value` when given (None, when not, leaves the key alone).
+SETTING_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--base-url", "api.base_url", {"help": "API host, e.g. https://eu.api.capillarytech.com."}),
+    ("--source", "api.source", {"help": "Source for the lookup (INSTORE, WEBSITE, ...)."}),
+    ("--account-id", "api.account_id", {"help": "Account id, for multi-account sources."}),
+    ("--identifier-name", "api.identifier_name",
+     {"help": "Lookup identifier when the file has no identifierName column."}),
+    ("--auth", "api.auth", {"type": click.Choice(["basic", "oauth"]), "help": "Authentication scheme."}),
+    ("--username", "api.username", {"help": "Till code (basic) or OAuth key."}),
+    ("--rate-per-minute", "limits.rate_per_minute",
+     {"type": int, "help": "Requests per window (a minute by default)."}),
+    ("--concurrency", "limits.concurrency", {"type": int, "help": "Requests in flight at once."}),
+    ("--timeout-seconds", "limits.timeout_seconds", {"type": float, "help": "Total time allowed per request."}),
+    ("--max-attempts", "limits.max_attempts", {"type": int, "help": "Attempts per row for retryable failures."}),
+    ("--output-dir", "output.dir", {"type": click.Path(file_okay=False), "help": "Folder for job and run reports."}),
+    ("--encoding", "input.encoding", {"help": "Input text encoding (default UTF-8, with or without BOM)."}),
+    ("--delimiter", "input.delimiter", {"help": "CSV delimiter (default: sniffed)."}),
+    ("--sheet", "input.sheet", {"help": "Excel sheet: its name, or its position from 1 (default: the first)."}),
+    ("--timezone", "input.timezone", {"help": "Time zone of date-times written without an offset (default UTC)."}),
+    ("--max-invalid", "input.max_invalid",
+     {"metavar": "N|N%", "help": "Send nothing (exit 2) when more rows than this are invalid."}),
+    ("--duplicates", "input.duplicates",
+     {"type": click.Choice(["sequential", "last", "reject"]),
+      "help": "Several rows for one customer: send all in order (default), the last, or none."}),
+    ("--ca-bundle", "api.ca_bundle",
+     {"type": click.Path(dir_okay=False),
+      "help": "PEM file of CA certificates to trust for the API (a private CA or TLS proxy)."}),
+    ("--insecure", "api.verify_tls", {"is_flag": True, "flag_value": False, "default": None,
+                                      "help": "Do not verify the API's TLS certificate (warns; prefer --ca-bundle)."}),
+    ("--mask-identifiers", "output.mask_identifiers",
+     {"is_flag": True, "flag_value": True, "default": None,
+      "help": "Mask identifiers in success.csv and skipped.csv (errors.csv stays re-feedable)."}),
+]
+
+
+def _option_name(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def _connection_options(f):
-    options = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
-        click.option("--base-url", help="API host, e.g. https://eu.api.capillarytech.com."),
-        click.option("--source", help="Source for the lookup (INSTORE, WEBSITE, ...)."),
-        click.option("--account-id", help="Account id, for multi-account sources."),
-        click.option("--identifier-name", help="Lookup identifier when the file has no identifierName column."),
-        click.option("--auth", type=click.Choice(["basic", "oauth"]), help="Authentication scheme."),
-        click.option("--username", help="Till code (basic) or OAuth key."),
-        click.option("--rate-per-minute", type=int, help="Requests per window (a minute by default)."),
-        click.option("--concurrency", type=int, help="Requests in flight at once."),
-        click.option("--timeout-seconds", type=float, help="Total time allowed per request."),
-        click.option("--max-attempts", type=int, help="Attempts per row for retryable failures."),
-        click.option("--output-dir", type=click.Path(file_okay=False), help="Folder for job and run reports."),
-        click.option("--encoding", help="Input text encoding (default UTF-8, with or without BOM)."),
-        click.option("--delimiter", help="CSV delimiter (default: sniffed)."),
-        click.option("--sheet", help="Excel sheet: its name, or its position from 1 (default: the first)."),
-        click.option("--timezone", help="Time zone of date-times written without an offset (default UTC)."),
-        click.option("--max-invalid", metavar="N|N%",
-                     help="Send nothing (exit 2) when more rows than this are invalid."),
-        click.option("--duplicates", type=click.Choice(["sequential", "last", "reject"]),
-                     help="Several rows for one customer: send all in order (default), the last, or none."),
-        click.option("--ca-bundle", type=click.Path(dir_okay=False),
-                     help="PEM file of CA certificates to trust for the API (a private CA or TLS proxy)."),
-        click.option("--insecure", is_flag=True, default=None,
-                     help="Do not verify the API's TLS certificate (warns; prefer --ca-bundle)."),
-        click.option("--mask-identifiers", is_flag=True, default=None,
-                     help="Mask identifiers in success.csv and skipped.csv (errors.csv stays re-feedable)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    for flag, _, settings in reversed(SETTING_OPTIONS):  # the last applied is listed first
+        f = click.option(flag, _option_name(flag), **settings)(f)
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")(f)
 
 
 def _output_options(f):
@@ -108,25 +121,8 @@ def _load(options: dict, shard=None):
 
     from .config import load_config
 
-    overrides = {
-        "api.base_url": options.get("base_url"), "api.source": options.get("source"),
-        "api.account_id": options.get("account_id"),
-        "api.identifier_name": options.get("identifier_name"),
-        "api.auth": options.get("auth"), "api.username": options.get("username"),
-        "limits.rate_per_minute": options.get("rate_per_minute"),
-        "limits.concurrency": options.get("concurrency"),
-        "limits.timeout_seconds": options.get("timeout_seconds"),
-        "limits.max_attempts": options.get("max_attempts"),
-        "output.dir": options.get("output_dir"),
-        "input.encoding": options.get("encoding"),
-        "input.delimiter": options.get("delimiter"),
-        "input.sheet": options.get("sheet"), "input.timezone": options.get("timezone"),
-        "input.max_invalid": options.get("max_invalid"), "input.duplicates": options.get("duplicates"),
-        "state.only_changed": options.get("only_changed"),
-        "api.ca_bundle": options.get("ca_bundle"),
-        "api.verify_tls": False if options.get("insecure") else None,
-        "output.mask_identifiers": True if options.get("mask_identifiers") else None,
-    }
+    overrides: dict[str, Any] = {key: options.get(_option_name(flag)) for flag, key, _ in SETTING_OPTIONS}
+    overrides["state.only_changed"] = options.get("only_changed")
     config = load_config(options.get("config_path"), overrides=overrides)
     for warning in config.warnings:
         click.echo(f"batch-updater: warning: {warning}", err=True)

@@ -90,7 +90,7 @@ class BaselineFilter:
         self._pending.update(zip(rows, zip(keys_list, digests.tolist())))
         self.state.forget_later(keys_list)
 
-    def settled(self, row, applied):
+    def answered(self, row, applied):
         key_digest = self._pending.pop(row, None)
         if key_digest is None:
             return
@@ -158,7 +158,7 @@ def simulate(name: str, path: Path, keys: np.ndarray, args, rng: np.random.Gener
 
 def settle(changes, rows: list[int], applied: list[bool]) -> None:
     for row in rows:
-        changes.settled(row, applied[row - 2])
+        changes.answered(row, applied[row - 2])
 
 
 def check_same_store(paths: list[Path]) -> None:

@@ -82,7 +82,7 @@ SWITCHED_OFF = {
                            (Journal, "acknowledge", lambda self, outcome: None)],
     "state store off": [(SyncState, "flush", lambda self: None),
                         (ChangeFilter, "sending", lambda self, rows, keys, digests: None),
-                        (ChangeFilter, "settled", lambda self, row, applied: None)],
+                        (ChangeFilter, "answered", lambda self, row, applied: None)],
     "reports off": [(runner_module, "write_reports",
                      lambda *args, **kwargs: reports_module.ReportCounts())],
 }

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import csv
+import random
 from pathlib import Path
 
 import pytest
 
 from batch_updater.config import load_config
 from batch_updater.sandbox import SandboxSettings, SandboxThread
+from batch_updater.send.ratelimit import RateLimiter
 
 PASSWORD = SandboxSettings().password
 
@@ -83,3 +87,40 @@ def mobile(i: int) -> str:
 
 def customer_puts(server) -> list:
     return [r for r in server.state.requests if r.method == "PUT"]
+
+
+# -- a clock for the rate limiter's deterministic tests (test_ratelimit, test_pacing) -----------
+
+class FakeClock:
+    """Time stands still until someone awaits ``sleep``, which jumps it forward.
+
+    With ``late`` > 0 every sleep overshoots by up to that many seconds, like a busy loop.
+    """
+
+    def __init__(self, now: float = 1000.0, late: float = 0.0) -> None:
+        self.now = now
+        self.late = late
+        self.rng = random.Random(0)
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0) + self.rng.uniform(0.0, self.late)
+        await asyncio.sleep(0)  # still yield, as a real sleep would
+
+
+async def run_for(limiter: RateLimiter, clock: FakeClock, seconds: float) -> list[float]:
+    """One caller that always waits: every start the limiter allows in `seconds`."""
+    end, starts = clock.now + seconds, []
+    while True:
+        await limiter.acquire()
+        if clock.now >= end:
+            return starts
+        starts.append(clock.now)
+
+
+def max_in_window(starts: list[float], window: float) -> int:
+    """The most starts in any half-open window [t, t + window)."""
+    starts = sorted(starts)
+    return max((bisect.bisect_left(starts, s + window) - i for i, s in enumerate(starts)), default=0)

@@ -201,3 +201,28 @@ def test_chunk_preparation_leaves_the_garbage_collector_as_it_found_it():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# The generated body builder against its plain reference ---------------------------------------
+
+_PARTS = ["loyalty", "profile", "fields", "identifiers", "channel:mobile", "meta:mobile", "channel:email",
+          "extendedFields", "enrolment"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PARTS), st.sampled_from(["a", "b", "c'", 'd"']), st.booleans()),
+                min_size=0, max_size=8, unique_by=lambda slot: (slot[0], slot[1])),
+       st.integers(min_value=0, max_value=4), st.randoms())
+def test_the_compiled_body_builder_does_what_its_reference_does(parts, rows, rng):
+    from batch_updater.rows.mapping import _compile, build_body_reference
+
+    slots = [(part, key, (int if converted else None), n) for n, (part, key, converted) in enumerate(parts)]
+
+    def cell(converted: bool):
+        if converted:
+            return rng.choice([None, 0, 1, False, True, 7])
+        return rng.choice(["", "x", "0", "y z"])
+
+    table = [[cell(convert is not None) for _, _, convert, _ in slots] for _ in range(rows)]
+    columns = [[row[n] for row in table] for n in range(len(slots))]
+    assert _compile(slots)(rows, *columns) == [build_body_reference(slots, row) for row in table]

@@ -1,4 +1,4 @@
-"""Issue 8: send only what changed since the last acknowledged sync."""
+"""--only-changed: send only what changed since the API last acknowledged each customer."""
 
 from __future__ import annotations
 
@@ -277,11 +277,11 @@ def test_a_forget_is_committed_by_the_next_flush_and_a_recorded_remember_may_wai
         assert _committed(path) == {1: 10, 2: 20}     # remember() is not kept waiting
         changes = ChangeFilter(state, only_changed=False)
         changes.sending([7, 8], np.array([1, 2]), np.array([11, 21]))
-        changes.settled(7, True)                       # 200 before the flush: still forgotten until written
+        changes.answered(7, True)                       # 200 before the flush: still forgotten until written
         state.flush()
         assert _committed(path) == {}                  # both forgets durable, the remember waits
-        changes.settled(8, False)
-        changes.settled(9, True)                       # a row never sent: nothing
+        changes.answered(8, False)
+        changes.answered(9, True)                       # a row never sent: nothing
         state.flush()
         assert _committed(path) == {}
     assert _committed(path) == {1: 11}                 # close writes what waited
@@ -351,7 +351,7 @@ def test_every_flush_leaves_a_safe_store_and_close_the_exact_one(tmp_path, monke
                 if not unanswered[key]:
                     del unanswered[key]
                 applied = rng.random() < 0.8
-                changes.settled(answered_row, applied)
+                changes.answered(answered_row, applied)
                 acknowledged[key] = digest if applied else None
             else:
                 everything = choice > 0.97
@@ -385,7 +385,7 @@ def test_calls_from_the_preparing_thread_and_the_loop_while_another_thread_flush
             for index in range(len(chunks)):
                 prepared.acquire()
                 for row in handed_over[index]:
-                    changes.settled(row, row % 10 != 3)
+                    changes.answered(row, row % 10 != 3)
             done.set()
 
         def flush() -> None:

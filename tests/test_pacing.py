@@ -4,9 +4,8 @@ against a sandbox that enforces a strict rolling window (asserting on what it sa
 from __future__ import annotations
 
 import pytest
-from conftest import config_for, customer_puts, mobile, write_csv
-from test_ratelimit import FakeClock, run_for
-from test_ratelimit import max_in_window as max_in_closed_window
+from conftest import FakeClock, config_for, customer_puts, mobile, run_for, write_csv
+from conftest import max_in_window as max_in_closed_window
 
 from batch_updater.config import load_config
 from batch_updater.errors import ConfigError

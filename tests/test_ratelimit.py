@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
-import random
 import time
 
 import pytest
+from conftest import FakeClock, max_in_window, run_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batch_updater.send.ratelimit import RateLimiter
 
 EPS = 1e-9
-
-
-class FakeClock:
-    """Time stands still until someone awaits ``sleep``, which jumps it forward.
-
-    With ``late`` > 0 every sleep overshoots by up to that many seconds, like a busy loop.
-    """
-
-    def __init__(self, now: float = 1000.0, late: float = 0.0) -> None:
-        self.now = now
-        self.late = late
-        self.rng = random.Random(0)
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0) + self.rng.uniform(0.0, self.late)
-        await asyncio.sleep(0)  # still yield, as a real sleep would
 
 
 def make(limit: int, window: float = 60.0, burst: int = 1, late: float = 0.0) -> tuple[RateLimiter, FakeClock]:
@@ -43,22 +23,6 @@ def make(limit: int, window: float = 60.0, burst: int = 1, late: float = 0.0) ->
 async def start(limiter: RateLimiter, clock: FakeClock, starts: list[float]) -> None:
     await limiter.acquire()
     starts.append(clock.now)
-
-
-async def run_for(limiter: RateLimiter, clock: FakeClock, seconds: float) -> list[float]:
-    """One caller that always waits: every start the limiter allows in `seconds`."""
-    end, starts = clock.now + seconds, []
-    while True:
-        await limiter.acquire()
-        if clock.now >= end:
-            return starts
-        starts.append(clock.now)
-
-
-def max_in_window(starts: list[float], window: float) -> int:
-    """The most starts in any half-open window [t, t + window)."""
-    starts = sorted(starts)
-    return max((bisect.bisect_left(starts, s + window) - i for i, s in enumerate(starts)), default=0)
 
 
 def assert_spacing(starts: list[float], interval: float, burst: int) -> None:

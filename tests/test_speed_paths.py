@@ -1,4 +1,4 @@
-"""The fast paths added for throughput (issue 6) decide exactly as the paths they shortcut."""
+"""The fast paths taken for throughput decide exactly as the paths they shortcut."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Unchanged rows are journaled as runs of rows, not a record each (issue 8's unchanged
-path): the journal, the reports and resume treat a run's rows exactly as single rows."""
+"""Unchanged rows are journaled as runs of rows, not a record each: the journal, the
+reports and resume treat a run's rows exactly as single rows."""
 
 from __future__ import annotations
 

@@ -126,9 +126,8 @@ class CsvInput:
         """The header, the widest row and the number of data rows, before anything is sent.
 
         A file without quotes (most exports) is measured from its bytes: each line is a
-        row, its delimiters plus one its cells (numpy, a few tenths of a second per
-        million rows, the encoding checked on the way). Any other is read once by Python's
-        csv module (about 0.7 s per million rows), which also finds a quote never closed.
+        row, its delimiters plus one its cells (numpy, the encoding checked on the way).
+        Any other is read once by Python's csv module, which also finds a quote never closed.
         Either way a broken file is refused here, not halfway through a run.
         """
         header = self._header()
@@ -241,7 +240,7 @@ class CsvInput:
 
     def _has_guards(self) -> bool:
         """Might a cell start with the apostrophe csvsafe puts before = + - @? One byte scan
-        (tens of milliseconds per 100 MB) spares chunks() looking at every cell of most files."""
+        spares chunks() looking at every cell of most files."""
         if self._wide:
             return True
         tail = b""

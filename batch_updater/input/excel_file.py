@@ -38,7 +38,7 @@ class ExcelInput:
         self.sheet_name = self._choose_sheet(sheet)
         sheet = self._sheet()
         header = next(self._rows(sheet), None)
-        self._loaded = sheet  # kept for the first pass: loading a sheet costs ~1 s per 100k rows
+        self._loaded = sheet  # kept for the first pass: loading a sheet is slow
         if header is None or all(cell == "" for cell in header):
             raise InputError(f"{self.path}: sheet '{self.sheet_name}': row 1 is empty: the header"
                              " (e.g. identifierValue, firstName) must be the sheet's first row")

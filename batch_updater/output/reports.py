@@ -272,7 +272,8 @@ _QUOTED = (",", '"', "\r", "\n")
 
 def _plain(*rows: list) -> bool:
     """Every cell is text the csv module writes as it is (no delimiter, quote or line
-    break in it): a run of such rows is written as joined lines, five times faster."""
+    break in it): a run of such rows is written as joined lines, much faster than the csv
+    module, which a property test holds them to."""
     try:
         text = "".join(map("".join, rows))
     except TypeError:  # a cell that is not text (NaN from a short line)

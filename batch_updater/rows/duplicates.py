@@ -11,7 +11,7 @@ once, whatever the policy):
 
 Both need the whole file seen before the first row is sent: a pre-pass (prepare.py)
 feeds every row's customer key here. Keys are kept as 128-bit hashes in numpy arrays
-(24 bytes a row: 24 MB for a million rows, not the ~150 MB of a dict of strings); a
+(24 bytes a row, several times less than a dict of strings); a
 false match between two customers would need a 128-bit collision.
 """
 

@@ -7,9 +7,10 @@ offset, allowed values in the config's spelling, enumerations in the API's spell
 
 Speed: converters run once per distinct value of a column, and the body of each row is
 built by a function compiled for the file's header (`_compile`): straight-line code with
-one `if` per column, about 1.5 µs a row, where interpreting a table of columns for every
-cell costs 3 to 4 µs. Lookup and Payload are named tuples: a frozen dataclass costs
-twice as much to create, and a million of each are created per million rows.
+one `if` per column, cheaper than interpreting a table of columns for every cell
+(`build_body_reference` is that table, which a test holds the compiled code to). Lookup
+and Payload are named tuples, cheaper to create than frozen dataclasses, and a million of
+each are created per million rows (figures: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -220,3 +221,34 @@ def _compile(slots: Sequence[tuple[str, str, Convert | None, int]]) -> Callable[
     namespace: dict[str, Any] = {}
     exec(compile("\n".join(lines), "<batch_updater.mapping body builder>", "exec"), namespace)
     return namespace["build"]
+
+
+def build_body_reference(slots: Sequence[tuple[str, str, Convert | None, int]], values: Sequence[Any]) -> dict:
+    """One row's body by interpreting the slots: what `_compile`'s generated code does,
+    written plainly (the tests hold the generated code to it)."""
+    given: dict[str, list[tuple[str, Any]]] = {}
+    for (part, key, convert, _), value in zip(slots, values):
+        if (value is not None) if convert is not None else bool(value):
+            given.setdefault(part, []).append((key, value))
+    body: dict[str, Any] = {}
+    for _, value in given.get("loyalty", []):
+        body["loyaltyInfo"] = {"loyaltyType": value}
+    profile: dict[str, Any] = dict(given.get("profile", []))
+    if "fields" in given:
+        profile["fields"] = dict(given["fields"])
+    if "identifiers" in given:
+        profile["identifiers"] = [{"type": key, "value": value} for key, value in given["identifiers"]]
+    channels = []
+    for kind in dict.fromkeys(part.split(":", 1)[1] for part, _, _, _ in slots if ":" in part):
+        attributes, meta = given.get(f"channel:{kind}"), given.get(f"meta:{kind}")
+        if attributes or meta:
+            channels.append({"type": kind, **dict(attributes or []), **({"meta": dict(meta)} if meta else {})})
+    if channels:
+        profile["commChannels"] = channels
+    if profile:
+        body["profiles"] = [profile]
+    if "extendedFields" in given:
+        body["extendedFields"] = dict(given["extendedFields"])
+    if "enrolment" in given:
+        body["loyaltyProgramEnrollments"] = [dict(given["enrolment"])]
+    return body

@@ -96,7 +96,7 @@ async def _feed(pool: WorkerPool, chunks: Iterator[Prepared], journal: Journal, 
             settled = settled_before(prepared.rows, states, books.progress)
             for outcome in prepared.outcomes:
                 if outcome.row not in settled:
-                    books.settle(outcome)
+                    books.decided(outcome)
             skip_unchanged(prepared, settled, journal, books.progress)
             for payload in unfinished(prepared.payloads, states, settled, books.earlier):
                 if pool.halted:
@@ -115,7 +115,7 @@ class _Books:
         self.earlier = EarlierRuns()
         self.debug = log.isEnabledFor(logging.DEBUG)
 
-    def settle(self, outcome: RowOutcome) -> None:
+    def decided(self, outcome: RowOutcome) -> None:
         """An outcome decided before sending (a validation error, a skip)."""
         self.journal.record(outcome)
         self.progress.count(outcome)
@@ -130,7 +130,7 @@ class _Books:
         self.journal.acknowledge(outcome)  # durable first: a crash after this never re-sends the row
         self.progress.count(outcome)
         if self.changes:
-            self.changes.settled(outcome.row, outcome.status is Status.SUCCESS)
+            self.changes.answered(outcome.row, outcome.status is Status.SUCCESS)
         if self.debug and outcome.status is Status.ERROR and outcome.stage:
             log.debug("row %d %s: %s %s %s", outcome.row, outcome.identifier, outcome.stage.value,
                       outcome.code, outcome.message)  # identifiers are masked by the log filter

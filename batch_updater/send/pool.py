@@ -179,14 +179,14 @@ class WorkerPool:
             first, key = taken
             payload: Payload | None = first
             while payload is not None:
-                outcome = None if self.halted else await self._send(payload)
+                outcome = None if self.halted else await self._deliver(payload)
                 if outcome is not None:
                     self._on_outcome(outcome)
                 pending = self._waiting[key]
                 payload = pending.popleft() if pending else None
             del self._waiting[key]
 
-    async def _send(self, payload: Payload) -> RowOutcome | None:
+    async def _deliver(self, payload: Payload) -> RowOutcome | None:
         attempts = 0
         attempt: Attempt | None = None
         in_doubt = self._was_in_doubt(payload.row)

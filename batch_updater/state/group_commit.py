@@ -29,9 +29,8 @@ async def flush_every(flush: Callable[[], None], seconds: float, writer: ThreadP
 def _flush_and_trim(flush: Callable[[], None]) -> None:
     """Each writer thread allocates from a glibc arena of its own, where a commit's large
     buffers (JSON texts of thousands of keys, SQLite's sorter) stay resident once freed;
-    malloc_trim hands them back (about 3 µs when there is nothing to hand back). Measured
-    with the state store's remembers written 50,000 at a time: a full run of 1M rows
-    peaked at 280 MB without it, 199 MB with it (195 MB with commits on the event loop)."""
+    malloc_trim hands them back, cheaply when there is nothing to hand back (its effect on
+    a full run's peak memory is in bench/RESULTS.md)."""
     flush()
     _malloc_trim(0)
 

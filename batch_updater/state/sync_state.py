@@ -28,7 +28,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS synced (key INTEGER PRIMARY KEY, digest INTEGER NOT NULL, updated TEXT);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
-# Two JSON texts rather than a Python row per key (~0.15 µs a key instead of ~0.5): every
+# Two JSON texts rather than a Python row per key (several times cheaper): every
 # key's digest (0 if unknown) in the order given, and where the unknown keys are. json_each
 # stays the outer loop (LEFT JOIN): one rowid seek per key.
 _LOOKUP = ("SELECT json_group_array(ifnull(synced.digest, 0)),"
@@ -43,12 +43,11 @@ _REMEMBER = ("INSERT OR REPLACE INTO synced (key, digest, updated)"
 # A remember waits until this many keys or seconds are pending: written together, they share
 # B-tree pages (2,000 at a time touch ~one page each), several times cheaper per row. Only
 # remembers wait: their customer stays forgotten meanwhile, which is the safe side. Not more:
-# at 50,000 keys and 5 s a full run of 1M rows peaked at 225-280 MB instead of 200 (the
-# waiting keys and their buffers), for 13.8 instead of 20 µs/row against 1M customers,
-# written off the event loop anyway (bench/bench_state_writes.py, bench/bench_memory.py).
+# larger batches write a little faster but hold more memory while they wait (the trade-off
+# is measured by bench/bench_state_writes.py and bench/bench_memory.py).
 REMEMBER_KEYS = 10_000
 REMEMBER_SECONDS = 1.0
-_READER_MMAP_BYTES = 256 << 20  # capped: mapped pages count in RSS (1M customers: ~55 MB)
+_READER_MMAP_BYTES = 256 << 20  # capped: mapped pages count in RSS
 LOOKUP_NAMES = ("source", "accountId", "identifierName", "identifierValue")
 UNCHANGED = "unchanged: the API acknowledged the same values before"
 
@@ -167,7 +166,7 @@ class SyncState:
     append is atomic), and `flush()` (one thread at a time) commits them:
 
     - a forget is committed by the next flush, and survives a crash from then on;
-    - a remember recorded with `record` (ChangeFilter.settled, a call per row) is committed
+    - a remember recorded with `record` (ChangeFilter.answered, a call per row) is committed
       by the first flush after REMEMBER_KEYS keys or REMEMBER_SECONDS seconds wait (after a
       `remember()`, by the next flush; by `flush_all()` and close): its customer was
       forgotten when its row went out and stays so meanwhile, so a crash costs a request
@@ -324,10 +323,10 @@ class ChangeFilter:
         row in doubt is never "unchanged" next time. Called from the preparing thread."""
         keys_list = keys.tolist()
         self._pending.update(zip(rows, zip(keys_list, digests.tolist())))
-        self._handed.append(dict(zip(keys_list, rows)))  # before the forgets: see settled()
+        self._handed.append(dict(zip(keys_list, rows)))  # before the forgets: see answered()
         self.state.forget_later(keys_list)
 
-    def settled(self, row: int, applied: bool) -> None:
+    def answered(self, row: int, applied: bool) -> None:
         """The API answered for a sent row: remember its digest after a 200, else forget;
         but while a later row of its customer is on its way, the customer stays forgotten
         (that row's answer decides). Called once per row on the event loop, without a lock:
