@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .input.columns import IDENTIFIER_NAMES, MULTI_ACCOUNT_SOURCES, SOURCES
+from .rows.cells import FIELD_TYPES, parse_bool
 
 ENV_PREFIX = "BATCH_UPDATER_"
 PASSWORD_ENV = ENV_PREFIX + "PASSWORD"
 
-SOURCES = ("FACEBOOK", "WEB_ENGAGE", "WECHAT", "INSTORE", "MARTJACK", "TMALL", "TAOBAO",
-           "JD", "ECOMMERCE", "WEBSITE", "LINE", "MOBILE_APP")
-MULTI_ACCOUNT_SOURCES = ("WECHAT", "FACEBOOK", "MOBILE_APP", "LINE")
-IDENTIFIER_NAMES = ("mobile", "email", "externalId")
 
 
 class Secret:
@@ -311,12 +309,10 @@ def _coerce(setting: Setting, value: Any, origin: str, problems: list[str]) -> A
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off"):
-        return False
-    raise ValueError(value)
+    parsed = parse_bool(str(value).strip())
+    if parsed is None:
+        raise ValueError(value)
+    return parsed
 
 
 def _to_int(value: Any) -> int:
@@ -396,8 +392,6 @@ def _columns(table: Any, problems: list[str]) -> dict[str, str]:
 
 def _types(table: Any, problems: list[str]) -> dict[str, str | tuple[str, ...]]:
     """[types]: "extendedFields.dateOfBirth" = "date", "fields.size" = ["S", "M", "L"]."""
-    from .rows.cells import FIELD_TYPES
-
     types: dict[str, str | tuple[str, ...]] = {}
     for name, kind in table.items():
         family, _, rest = name.strip().partition(".")

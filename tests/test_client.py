@@ -11,7 +11,7 @@ from conftest import mobile
 
 from batch_updater.config import load_config
 from batch_updater.errors import RunAborted
-from batch_updater.rows.mapping import Lookup, Payload
+from batch_updater.rows.payload import Lookup, Payload
 from batch_updater.sandbox import Faults, Sandbox, SandboxSettings
 from batch_updater.send.answers import Attempt, Verdict, classify, summarise_body
 from batch_updater.send.client import ApiClient, OAuthToken, basic_authorization

@@ -29,7 +29,7 @@ from conftest import config_for, customer_puts, mobile, read_report, write_confi
 from batch_updater.cli import main
 from batch_updater.config import load_config
 from batch_updater.outcomes import Stage, Status
-from batch_updater.rows.mapping import Lookup, Payload
+from batch_updater.rows.payload import Lookup, Payload
 from batch_updater.runner import run
 from batch_updater.sandbox import Faults, RateLimit, Sandbox, SandboxSettings
 from batch_updater.send.backoff import backoff_delay

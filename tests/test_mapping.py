@@ -226,3 +226,10 @@ def test_the_compiled_body_builder_does_what_its_reference_does(parts, rows, rng
     table = [[cell(convert is not None) for _, _, convert, _ in slots] for _ in range(rows)]
     columns = [[row[n] for row in table] for n in range(len(slots))]
     assert _compile(slots)(rows, *columns) == [build_body_reference(slots, row) for row in table]
+
+
+def test_the_registry_knows_every_field_type_the_config_accepts():
+    from batch_updater.rows.cells import FIELD_TYPES
+    from batch_updater.rows.registry import ColumnRules
+
+    assert set(FIELD_TYPES) == set(ColumnRules()._typed_fields()) | {"string"}

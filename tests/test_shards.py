@@ -11,7 +11,7 @@ from conftest import customer_puts, mobile, read_report, write_config, write_csv
 
 from batch_updater.cli import main
 from batch_updater.input.shards import Shard
-from batch_updater.rows.mapping import customer_key
+from batch_updater.rows.payload import customer_key
 
 
 def test_shards_partition_every_row_once_and_keep_customers_together():

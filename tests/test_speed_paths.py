@@ -10,7 +10,7 @@ from yarl import URL
 
 from batch_updater.config import load_config
 from batch_updater.outcomes import RowOutcome, Status
-from batch_updater.rows.mapping import Lookup, Payload
+from batch_updater.rows.payload import Lookup, Payload
 from batch_updater.send.client import LOOKUP_PATH, ApiClient, _encoded
 from batch_updater.send.ratelimit import RateLimiter
 from batch_updater.state.journal import InFlightLog, Journal

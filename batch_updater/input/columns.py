@@ -21,6 +21,12 @@ CHANNEL_ATTRIBUTES = ("value", "primary", "verified", "lastViewedDate")
 IDENTIFIER_TYPES = ("mobile", "email", "externalId", "wechat", "martjackId", "fbId", "tmall_uname",
                     "cuid", "ali_uname", "jd_uname", "vip_uname", "line")
 ENROLMENT_ATTRIBUTES = ("programId", "tierNumber", "loyaltyPoints", "tierExpiryDate", "pointsExpiryDate")
+# The values the lookup and loyalty columns take (the API's vocabulary).
+SOURCES = ("FACEBOOK", "WEB_ENGAGE", "WECHAT", "INSTORE", "MARTJACK", "TMALL", "TAOBAO",
+           "JD", "ECOMMERCE", "WEBSITE", "LINE", "MOBILE_APP")
+MULTI_ACCOUNT_SOURCES = ("WECHAT", "FACEBOOK", "MOBILE_APP", "LINE")
+IDENTIFIER_NAMES = ("mobile", "email", "externalId")
+LOYALTY_TYPES = ("loyalty", "non_loyalty")
 REPORT_COLUMN_PREFIX = "_"
 
 

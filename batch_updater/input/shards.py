@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..errors import UsageError
-from ..rows.mapping import customer_key
+from ..rows.payload import customer_key
 from .columns import ColumnPlan
 from .reader import Chunk
 from .source import Source

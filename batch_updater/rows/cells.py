@@ -22,8 +22,9 @@ from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-TRUE_WORDS = frozenset({"true", "yes", "1", "y", "t"})
-FALSE_WORDS = frozenset({"false", "no", "0", "n", "f"})
+# The one boolean vocabulary: cells of the input file and values of the config alike.
+TRUE_WORDS = frozenset({"true", "yes", "1", "y", "t", "on"})
+FALSE_WORDS = frozenset({"false", "no", "0", "n", "f", "off"})
 FIELD_TYPES = ("string", "int", "float", "bool", "date", "datetime")
 
 _INT = re.compile(r"[+-]?\d{1,18}(?:\.0*)?", re.ASCII)

@@ -16,57 +16,10 @@ each are created per million rows (figures: bench/RESULTS.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-from ..config import IDENTIFIER_NAMES, SOURCES
-from .cells import DateTimes, parse_bool, parse_date, parse_float, parse_int
-
-INT_ATTRIBUTES = frozenset({"programId", "tierNumber", "loyaltyPoints"})
-LOOKUP_COLUMNS = ("identifierValue", "identifierName", "source", "accountId")
-LOYALTY_TYPES = ("loyalty", "non_loyalty")
-
-Convert = Callable[[str], Any]
-
-
-class Lookup(NamedTuple):
-    source: str
-    identifier_name: str
-    identifier_value: str
-    account_id: str | None
-
-    def query(self, use_async: bool = False) -> dict[str, str]:
-        query = {"source": self.source, "identifierName": self.identifier_name,
-                 "identifierValue": self.identifier_value}
-        if self.account_id:
-            query["accountId"] = self.account_id
-        if use_async:
-            query["use_async"] = "true"
-        return query
-
-    @property
-    def customer_key(self) -> str:
-        """Rows with the same key are one customer: never sent concurrently."""
-        return customer_key(self.identifier_name, self.identifier_value)
-
-
-def customer_key(identifier_name: str, identifier_value: str) -> str:
-    return f"{identifier_name}:{identifier_value.strip().lower()}"
-
-
-class Payload(NamedTuple):
-    row: int
-    lookup: Lookup
-    body: dict[str, Any]
-
-
-def spelling(values: Sequence[str]) -> Convert:
-    """Any case in, the listed spelling out (`LOYALTY` -> `loyalty`, `instore` -> `INSTORE`)."""
-    canonical = {v.lower(): v for v in values}
-    return lambda text: canonical.get(text.lower(), text)
-
-
-_IDENTIFIER_NAME = spelling(IDENTIFIER_NAMES)
-_SOURCE = spelling(SOURCES)
+from .payload import Lookup, Payload
+from .registry import ColumnRules, Convert
 
 
 class Mapper:
@@ -77,46 +30,13 @@ class Mapper:
                  timezone: str = "UTC"):
         self.names = list(names)
         self._defaults = (source, identifier_name, account_id)
-        self._types = {name.lower(): kind for name, kind in (types or {}).items()}
-        self._datetimes = DateTimes(timezone or "UTC")
+        rules = ColumnRules(types, timezone)
+        self._spell = {name: rules.column(name).convert for name in ("source", "identifierName")}
         self._at = {name: i for i, name in enumerate(self.names)}
-        # (part of the body, key, position, converter) for every non-lookup column
-        self._slots = [(*self._slot(name), i) for i, name in enumerate(self.names)
-                       if name not in LOOKUP_COLUMNS]
+        columns = [rules.column(name) for name in self.names]
+        # (part of the body, key, converter, position) for every column the body takes
+        self._slots = [(c.part, c.key, c.convert, i) for i, c in enumerate(columns) if c.part is not None]
         self._build = _compile(self._slots)
-
-    # -- compile ----------------------------------------------------------------------------
-
-    def _slot(self, name: str) -> tuple[str, str, Convert | None]:
-        if name == "loyaltyType":
-            return "loyalty", "loyaltyType", spelling(LOYALTY_TYPES)
-        if name in ("firstName", "lastName"):
-            return "profile", name, None
-        family, _, rest = name.partition(".")
-        if family in ("fields", "extendedFields"):
-            return family, rest, self._field_converter(name)
-        if family == "identifiers":
-            return "identifiers", rest, None
-        if family == "loyaltyProgramEnrollments":
-            if rest in INT_ATTRIBUTES:
-                return "enrolment", rest, parse_int
-            return "enrolment", rest, self._datetimes.expiry
-        kind, _, attribute = rest.partition(".")
-        if attribute in ("primary", "verified"):
-            return f"channel:{kind}", attribute, parse_bool
-        if attribute == "value":
-            return f"channel:{kind}", "value", None
-        # lastViewedDate and meta.<key> both live in the channel's meta, as the API's examples show.
-        key = attribute if attribute == "lastViewedDate" else attribute.partition(".")[2]
-        return f"meta:{kind}", key, None
-
-    def _field_converter(self, name: str) -> Convert | None:
-        kind = self._types.get(name.lower(), "string")
-        if isinstance(kind, tuple):
-            return spelling(kind)
-        converters: dict[str, Convert] = {"int": parse_int, "float": parse_float, "bool": parse_bool,
-                                          "date": parse_date, "datetime": self._datetimes.moment}
-        return converters.get(kind)
 
     # -- map --------------------------------------------------------------------------------
 
@@ -132,8 +52,8 @@ class Mapper:
                 return [value or default for value in columns[at]]
             return [convert(value) if value else default for value in columns[at]]
 
-        return list(map(Lookup, cells("source", source, _SOURCE),
-                        cells("identifierName", identifier_name, _IDENTIFIER_NAME),
+        return list(map(Lookup, cells("source", source, self._spell["source"]),
+                        cells("identifierName", identifier_name, self._spell["identifierName"]),
                         cells("identifierValue", ""), cells("accountId", account_id)))
 
     def payloads(self, rows: Sequence[int], columns: Sequence[Sequence[str]]) -> list[Payload]:
@@ -166,7 +86,24 @@ def _compile(slots: Sequence[tuple[str, str, Convert | None, int]]) -> Callable[
     by_part: dict[str, list[tuple[str, str]]] = {}
     for var, (part, key, _, _) in zip(variables, slots):
         by_part.setdefault(part, []).append((var, key))
+    loop_vars = ", ".join(variables) + ("," if len(variables) == 1 else "")
+    lines = [
+        "def build(n" + "".join(f", c{var}" for var in variables) + "):",
+        "    bodies = []",
+        "    add = bodies.append",
+        (f"    for {loop_vars} in zip({', '.join('c' + var for var in variables)}):"
+         if variables else "    for _ in range(n):"),
+        *_body_lines(by_part, present),
+        "        add(body)",
+        "    return bodies",
+    ]
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(lines), "<batch_updater.mapping body builder>", "exec"), namespace)
+    return namespace["build"]
 
+
+def _body_lines(by_part: dict[str, list[tuple[str, str]]], present: dict[str, str]) -> list[str]:
+    """The loop body that builds one row's `body` (see build_body_reference for its meaning)."""
     def any_of(part: str) -> str:
         return " or ".join(f"({present[var]})" for var, _ in by_part[part])
 
@@ -207,20 +144,7 @@ def _compile(slots: Sequence[tuple[str, str, Convert | None, int]]) -> Callable[
         body += [f"        if {any_of('enrolment')}:", "            part = {}"]
         body += sets("part", "enrolment", "            ")
         body.append("            body['loyaltyProgramEnrollments'] = [part]")
-    loop_vars = ", ".join(variables) + ("," if len(variables) == 1 else "")
-    lines = [
-        "def build(n" + "".join(f", c{var}" for var in variables) + "):",
-        "    bodies = []",
-        "    add = bodies.append",
-        (f"    for {loop_vars} in zip({', '.join('c' + var for var in variables)}):"
-         if variables else "    for _ in range(n):"),
-        *body,
-        "        add(body)",
-        "    return bodies",
-    ]
-    namespace: dict[str, Any] = {}
-    exec(compile("\n".join(lines), "<batch_updater.mapping body builder>", "exec"), namespace)
-    return namespace["build"]
+    return body
 
 
 def build_body_reference(slots: Sequence[tuple[str, str, Convert | None, int]], values: Sequence[Any]) -> dict:

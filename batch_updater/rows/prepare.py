@@ -35,7 +35,8 @@ from ..input.source import Source
 from ..outcomes import RowOutcome, Stage, Status
 from ..state.sync_state import ChangeFilter, Fingerprints
 from .duplicates import Decisions, DuplicateScan
-from .mapping import Mapper, Payload, customer_key
+from .mapping import Mapper
+from .payload import Payload, customer_key
 
 SHOWN_PROBLEMS = 3  # row messages quoted when max_invalid stops a run
 

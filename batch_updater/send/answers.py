@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from ..rows.mapping import Payload
+from ..rows.payload import Payload
 
 RETRYABLE_STATUSES = frozenset({408, 500, 502, 503, 504, 521})
 # Codes that mean "try again later" whatever the HTTP status says.

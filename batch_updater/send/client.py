@@ -26,7 +26,7 @@ from yarl import URL
 
 from ..config import ApiSettings, LimitSettings
 from ..errors import RunAborted
-from ..rows.mapping import Lookup, Payload
+from ..rows.payload import Lookup, Payload
 from .answers import RETRYABLE_STATUSES, Attempt, Verdict, _json_object, classify, summarise_body
 
 LOOKUP_PATH = "/v2/customers/lookup"

@@ -20,7 +20,7 @@ from ..config import Config
 from ..outcomes import RowOutcome, Status
 from ..output.logs import log
 from ..output.progress import Progress, ProgressWatch
-from ..rows.mapping import Payload
+from ..rows.payload import Payload
 from ..rows.prepare import Prepared
 from ..state.group_commit import flush_every
 from ..state.journal import FLUSH_SECONDS, Journal

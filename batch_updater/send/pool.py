@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from ..config import LimitSettings
 from ..errors import RunAborted
 from ..outcomes import RowOutcome, Stage, Status
-from ..rows.mapping import Payload
+from ..rows.payload import Payload
 from .answers import Attempt, Verdict, already_enrolled, applied_before
 from .backoff import retry_delay
 from .client import ApiClient

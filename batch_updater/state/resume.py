@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..output.progress import Progress
-from ..rows.mapping import Payload
+from ..rows.payload import Payload
 from ..rows.prepare import Prepared
 from .journal import FINAL, IN_FLIGHT, Journal
 from .sync_state import UNCHANGED
