@@ -231,8 +231,9 @@ def test_an_acknowledged_answer_survives_a_crash_before_any_commit(tmp_path):
     crashed.acknowledge(RowOutcome(3, Status.ERROR, Stage.API, "8015", "not found", 400, 1))
     crashed.acknowledge(RowOutcome(4, Status.ERROR, Stage.NETWORK, "", "reset", None, 5, in_doubt=True,
                                    rerun=True))
-    with open(str(path) + ".acks", "ab") as log:
-        log.write(b'[5,"success",nu')  # a write torn by the kill: row 5 counts as unanswered
+    acks, torn = crashed._acks, b'[5,"success",null]'
+    at = acks._used - acks._base
+    acks._map[at + 4:at + 4 + len(torn)] = torn  # the kill came before its length was stored
     with Journal(path) as journal:
         assert journal.states(0, 10) == {2: "success", 3: "error", 4: IN_FLIGHT, 5: IN_FLIGHT}
         assert journal.outcomes(2, 2)[2].customer_id == "c2"

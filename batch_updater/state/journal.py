@@ -1,15 +1,13 @@
 """The job's journal: each row's outcome in SQLite (WAL), plus the job's own facts.
 
-Two small logs make it crash-durable between SQLite's group commits:
-- right before each request goes out, the row's number is appended to the in-flight
-  log (`InFlightLog`: a store into a shared memory map of the file, durable against a
-  crash of the process the moment it is made, like a write() that returned);
-- the moment a row's answer is known, its outcome is appended to the ack log (one
-  write() of one JSON line), before anything else happens to it.
+Two small logs (state/crash_logs.py) make it crash-durable between SQLite's group commits:
+- right before each request goes out, the row's number is appended to the in-flight log;
+- the moment a row's answer is known, its outcome is appended to the ack log, before
+  anything else happens to it.
 Outcomes go to SQLite in group commits at least every FLUSH_SECONDS. On opening, the
 logs a crashed run left are absorbed: acknowledged outcomes are kept, and a row sent
 without an answer becomes `in_flight` (in doubt): the next run sends it again (the
-update is idempotent). A clean close absorbs its own logs the same way and removes them.
+update is idempotent). A clean close commits everything, then removes the logs.
 
 A row stays settled only when its outcome is about the row itself; an error with
 `rerun` set (the run's fault: credentials, network, 5xx...) and a row in flight are
@@ -24,17 +22,14 @@ holds). A row is in the outcome table or in a run, never both.
 
 from __future__ import annotations
 
-import mmap
 import os
 import sqlite3
-import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
-import orjson
-
 from ..outcomes import RowOutcome, Stage, Status
+from .crash_logs import AckLog, InFlightLog, read_ack_log, read_in_flight_log
 
 FLUSH_SECONDS = 0.2
 FLUSH_ROWS = 20_000  # a bound on what waits in memory (a dry run has no timer to flush it)
@@ -83,7 +78,7 @@ class Journal:
         self._acks_path = self.path.with_name(self.path.name + ".acks")
         self._absorb_logs()
         self._log = InFlightLog(self._log_path)
-        self._acks = os.open(self._acks_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._acks = AckLog(self._acks_path)
         self._unanswered: set[int] = set()  # marked in flight, no outcome acknowledged yet
 
     def __enter__(self) -> Journal:
@@ -101,7 +96,7 @@ class Journal:
         """Record an answer the API gave, durably at once: a crash right after this call
         does not make the next run send the row again."""
         values = _values(outcome)
-        os.write(self._acks, orjson.dumps(values) + b"\n")  # one write: whole or torn, never interleaved
+        self._acks.append(values)  # a store into a shared map: whole once its length is there
         self._unanswered.discard(outcome.row)
         self._pending.append(values)
         if len(self._pending) >= FLUSH_ROWS:
@@ -135,11 +130,11 @@ class Journal:
 
     def _absorb_logs(self) -> None:
         """Turn the logs a crashed run left into outcomes and in_flight rows, then empty them."""
-        marked = _read_in_flight_log(self._log_path)
+        marked = read_in_flight_log(self._log_path)
         answered: set[int] = set()
         with self._lock:
             self._db.execute("BEGIN")
-            for batch in _read_ack_log(self._acks_path):  # in the order answered: the last one stands
+            for batch in read_ack_log(self._acks_path, len(_COLUMNS)):  # in the order answered: the last one stands
                 self._db.executemany(_INSERT, batch)
                 answered.update(values[0] for values in batch)
             self._db.executemany(_UNANSWERED, [(row,) for row in marked - answered])
@@ -243,58 +238,11 @@ class Journal:
             committed = True
         finally:
             self._log.close()
-            os.close(self._acks)
+            self._acks.close()
             if "committed" in locals():
                 for path in (self._log_path, self._acks_path):
                     path.unlink(missing_ok=True)
             self._db.close()
-
-
-class InFlightLog:
-    """Row numbers as 8-byte little-endian integers, appended through a shared memory map.
-
-    A store into a MAP_SHARED mapping is in the kernel's page cache the moment it is
-    made: it survives a crash of the process as a returned write() does (neither survives
-    a crash of the machine: that would need an fsync per row). Only the segment being
-    written is mapped (SEGMENT bytes), so the log costs no memory as it grows; the file
-    grows a segment at a time, unused slots are zero, which no row number is, and a clean
-    close trims them.
-    """
-
-    SEGMENT = 1 << 19  # 512 KiB: 65,536 rows; a multiple of mmap.ALLOCATIONGRANULARITY
-
-    _pack = struct.Struct("<Q").pack_into
-
-    def __init__(self, path: Path):
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._used = os.fstat(self._fd).st_size // 8 * 8  # appends after what is there
-        self._map: mmap.mmap | None = None
-        self._base = self._end = 0  # the mapped segment: file offsets [base, end)
-        self._map_segment()
-
-    def append(self, row: int) -> None:
-        if self._used == self._end:
-            self._map_segment()
-        assert self._map is not None  # mapped in __init__, remapped above
-        self._pack(self._map, self._used - self._base, row)
-        self._used += 8
-
-    def _map_segment(self) -> None:
-        if self._map is not None:
-            self._map.close()
-        self._base = self._used // self.SEGMENT * self.SEGMENT
-        self._end = self._base + self.SEGMENT
-        if os.fstat(self._fd).st_size < self._end:
-            os.ftruncate(self._fd, self._end)
-        self._map = mmap.mmap(self._fd, self.SEGMENT, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
-                              offset=self._base)
-
-    def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-            os.ftruncate(self._fd, self._used)
-        os.close(self._fd)
 
 
 def read_meta(path: Path) -> dict[str, str]:
@@ -309,40 +257,6 @@ def read_meta(path: Path) -> dict[str, str]:
             db.close()
     except sqlite3.Error:
         return {}
-
-
-def _read_in_flight_log(path: Path) -> set[int]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return set()
-    usable = len(data) - len(data) % 8  # a torn last write is ignored
-    rows = {int.from_bytes(data[i:i + 8], "little") for i in range(0, usable, 8)}
-    rows.discard(0)  # slots the log had room for but never used (row numbers start at 2)
-    return rows
-
-
-def _read_ack_log(path: Path, batch_rows: int = 10_000) -> Iterator[list[tuple]]:
-    """The outcomes of the ack log, in order, a batch at a time (the log of a long run
-    that crashed holds a line per row answered)."""
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
-    except FileNotFoundError:
-        return
-    with handle:
-        batch: list[tuple] = []
-        for line in handle:
-            try:
-                values = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a torn last write: its row counts as unanswered
-            if isinstance(values, list) and len(values) == len(_COLUMNS):
-                batch.append(tuple(values))
-            if len(batch) >= batch_rows:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
 
 
 # send.answers.classify's rules, read back from what an earlier version journaled: errors[] with a
