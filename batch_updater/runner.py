@@ -36,7 +36,7 @@ from .output.reports import (
     write_private,
     write_reports,
 )
-from .rows.prepare import Prepared, Screen, prepare_chunks, screen_input
+from .rows.prepare import PreparedChunk, PrePassFindings, prepare_chunks, screen_input
 from .send.loop import SendResult, next_in_thread, send_chunks
 from .state.jobs import Job, JobStatus, job_folder, job_identity, open_job
 from .state.journal import Journal
@@ -80,7 +80,7 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
         job.close()
 
 
-def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: Screen | None, job: Job,
+def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassFindings | None, job: Job,
               facts: RunFacts, watch: ProgressWatch, max_runtime_seconds: float | None) -> RunSummary:
     job.journal.set_meta(status=JobStatus.RUNNING)
     folder = _run_folder(job.folder, "run", facts.started)
@@ -107,7 +107,7 @@ def _progress(config: Config, source: Source) -> Progress:
 
 
 def _dry_run(config: Config, source: Source, plan: ColumnPlan, started: datetime,
-             screen: Screen | None = None) -> RunSummary:
+             screen: PrePassFindings | None = None) -> RunSummary:
     job_id = job_identity(source.path, config)
     folder = _run_folder(job_folder(config, source.path, job_id), "dry-run", started)
     with Journal(folder / "journal.sqlite") as journal:
@@ -117,7 +117,7 @@ def _dry_run(config: Config, source: Source, plan: ColumnPlan, started: datetime
                        RunFacts(str(source.path), job_id, started, dry_run=True))
 
 
-async def _preview(chunks: Iterator[Prepared], journal: Journal, path: Path, config: Config) -> SendResult:
+async def _preview(chunks: Iterator[PreparedChunk], journal: Journal, path: Path, config: Config) -> SendResult:
     """A dry run's send loop: each payload goes to preview.jsonl instead of the API."""
     with open_private(path, "wb") as out:
         while (prepared := await next_in_thread(chunks)) is not None:

@@ -6,18 +6,20 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .config import Config
 from .output.logs import log
 from .output.reports import ReportCounts, ReportPaths
-from .send.loop import SendResult
+
+if TYPE_CHECKING:
+    from .send.loop import SendResult  # the send loop's imports (aiohttp, pandas) only when a run sends
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     COMPLETED = "completed"                          # exit 0
     COMPLETED_WITH_ERRORS = "completed_with_errors"  # exit 1
     ABORTED = "aborted"                              # exit 3

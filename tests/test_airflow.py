@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import customer_puts, mobile, write_csv
 
 from batch_updater.integrations.airflow import connection_overrides, run_task, task_failed
@@ -21,3 +22,14 @@ def test_airflow_operator_logic_through_the_library(tmp_path, sandbox_server):
     assert task_failed({"exit_code": 1, "errors": 3, "reports": {"errors": "e.csv"}}) == "3 rows failed; see e.csv"
     assert task_failed({"exit_code": 1, "errors": 3, "reports": {}}, fail_on_row_errors=False) is None
     assert task_failed({"exit_code": 3, "reason": "API down"}) == "batch-updater exit 3: API down"
+
+
+def test_the_earlier_import_path_still_works_with_a_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("batch_updater.airflow", None)
+    with pytest.warns(DeprecationWarning, match="batch_updater.integrations.airflow"):
+        module = importlib.import_module("batch_updater.airflow")
+    from batch_updater.integrations.airflow import run_task
+    assert module.run_task is run_task

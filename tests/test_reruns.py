@@ -423,3 +423,15 @@ def test_a_failed_group_commit_loses_no_acknowledged_row(tmp_path, monkeypatch):
     journal.close()
     with Journal(tmp_path / "journal.sqlite") as reopened:
         assert reopened.states(0, 10) == {2: "success", 3: "success", 4: "success"}
+
+
+def test_an_answer_larger_than_a_log_segment_is_acknowledged(tmp_path):
+    from batch_updater.outcomes import RowOutcome, Status
+
+    path = tmp_path / "journal.sqlite"
+    crashed = _crashed(path)
+    crashed.mark_in_flight(2)
+    crashed.acknowledge(RowOutcome(2, Status.SUCCESS, http_status=200, warnings="91015: " + "x" * 600_000))
+    with Journal(path) as journal:  # the crashed run's ack log, taken in
+        assert journal.states(0, 10) == {2: "success"}
+        assert journal.successes(2, 2)[0][5].startswith("91015: xxx")

@@ -148,7 +148,7 @@ def test_a_shard_skips_its_unchanged_rows_and_only_its_rows(tmp_path, sandbox_se
 
 def test_run_of_rows_boundaries_match_the_unchanged_mask():
     from batch_updater.output.progress import Progress
-    from batch_updater.rows.prepare import Prepared
+    from batch_updater.rows.prepare import PreparedChunk
     from batch_updater.state.resume import skip_unchanged as _skip_unchanged
 
     class Recorder:
@@ -161,7 +161,7 @@ def test_run_of_rows_boundaries_match_the_unchanged_mask():
         mask = rng.random(size) < 0.7
         rows = sorted(rng.choice(np.arange(2, 100), size=size, replace=False).tolist())
         recorder, progress = Recorder(), Progress(None, 60)
-        _skip_unchanged(Prepared([], [], rows, mask), set(), recorder, progress)
+        _skip_unchanged(PreparedChunk([], [], rows, mask), set(), recorder, progress)
         covered = [row for first, last in getattr(recorder, "runs", []) for row in rows
                    if first <= row <= last]
         assert covered == [row for row, unchanged in zip(rows, mask) if unchanged]

@@ -20,11 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
-
+from typing import IO
 
 from ..errors import InputError
 from ..output.csvsafe import restore

@@ -42,7 +42,7 @@ SHOWN_PROBLEMS = 3  # row messages quoted when max_invalid stops a run
 
 
 @dataclass
-class Prepared:
+class PreparedChunk:
     """One chunk after validation and mapping."""
     payloads: list[Payload]
     outcomes: list[RowOutcome]  # rows settled without a request (invalid, blank, held back)
@@ -51,7 +51,7 @@ class Prepared:
 
 
 @dataclass
-class Checked:
+class ValidatedChunk:
     """One chunk after validation, before mapping."""
     rows: Sequence[int]         # the chunk's rows (a range unless a shard left some out)
     columns: list[list[str]]    # the canonical columns' trimmed cells, in plan order
@@ -63,7 +63,7 @@ class Checked:
 
 
 @dataclass
-class Screen:
+class PrePassFindings:
     """What a pre-pass over the whole file found."""
     rows: int = 0                      # non-blank rows
     invalid: int = 0                   # rows with a validation problem or rejected as duplicates
@@ -99,7 +99,7 @@ class ChunkPreparer:
         self.identifier = self.names.index("identifierValue")
         self.fingerprints = Fingerprints(self.names, config)
 
-    def check(self, chunk: Chunk, changes: ChangeFilter | None = None) -> Checked:
+    def check(self, chunk: Chunk, changes: ChangeFilter | None = None) -> ValidatedChunk:
         import pandas as pd
 
         frame = chunk.frame
@@ -128,10 +128,10 @@ class ChunkPreparer:
         if problems and unchanged is not None and unchanged.any():
             for row in np.asarray(chunk.rows)[unchanged].tolist():
                 problems.pop(row, None)
-        return Checked(chunk.rows, columns, blank, problems, unchanged, keys, digests)
+        return ValidatedChunk(chunk.rows, columns, blank, problems, unchanged, keys, digests)
 
     def prepare(self, chunk: Chunk, duplicates: Decisions | None = None,
-                changes: ChangeFilter | None = None) -> Prepared:
+                changes: ChangeFilter | None = None) -> PreparedChunk:
         checked = self.check(chunk, changes)
         rows, columns = checked.rows, checked.columns
         numbers = np.asarray(rows)
@@ -139,7 +139,7 @@ class ChunkPreparer:
         outcomes = [RowOutcome(row, Status.SKIPPED, message="blank row")
                     for row in numbers[checked.blank].tolist()]
         outcomes += self._held_back(checked, duplicates, unchanged)
-        prepared = Prepared([], outcomes, rows, checked.unchanged)
+        prepared = PreparedChunk([], outcomes, rows, checked.unchanged)
         send = ~unchanged  # every row is sent, settled by an outcome, or unchanged
         if outcomes:
             send &= ~np.isin(numbers, [outcome.row for outcome in outcomes])
@@ -156,7 +156,7 @@ class ChunkPreparer:
         prepared.payloads = self.mapper.payloads(valid_rows, columns)
         return prepared
 
-    def _held_back(self, checked: Checked, duplicates: Decisions | None,
+    def _held_back(self, checked: ValidatedChunk, duplicates: Decisions | None,
                    unchanged: np.ndarray) -> list[RowOutcome]:
         """Outcomes of the rows the duplicates policy holds back and of invalid rows (a
         row `reject` holds back joins `problems`)."""
@@ -185,7 +185,7 @@ class ChunkPreparer:
                      for row, message in problems.items()]
         return outcomes
 
-    def keys(self, checked: Checked, wanted: np.ndarray) -> tuple[list[int], list[str]]:
+    def keys(self, checked: ValidatedChunk, wanted: np.ndarray) -> tuple[list[int], list[str]]:
         """The customer keys of the rows where `wanted` holds (for the duplicates pre-pass)."""
         index = np.flatnonzero(wanted).tolist()
         columns = [[column[i] for i in index] for column in checked.columns]
@@ -202,9 +202,9 @@ def _indexer(rows: Sequence[int]) -> Callable[[int], int]:
     return {row: i for i, row in enumerate(rows)}.__getitem__
 
 
-def prepare_chunks(source: Source, plan: ColumnPlan, config: Config,
-                   screen: Screen | None = None, changes: ChangeFilter | None = None) -> Iterator[Prepared]:
-    """Validate and map each chunk. Pass the Screen of screen_input when there was one;
+def prepare_chunks(source: Source, plan: ColumnPlan, config: Config, screen: PrePassFindings | None = None,
+                   changes: ChangeFilter | None = None) -> Iterator[PreparedChunk]:
+    """Validate and map each chunk. Pass the PrePassFindings of screen_input when there was one;
     without it, a duplicates policy other than sequential makes its own pre-pass."""
     preparer = ChunkPreparer(plan, config)
     if screen is None and _policy(config) != "sequential":
@@ -234,7 +234,7 @@ def _first_rows_apart(chunk: Chunk) -> tuple[Chunk, ...]:
 
 
 def screen_input(source: Source, plan: ColumnPlan, config: Config, *,
-                 dry_run: bool = False) -> Screen | None:
+                 dry_run: bool = False) -> PrePassFindings | None:
     """The pre-pass, when a setting needs one; raise InputError when `max_invalid` is exceeded.
 
     `validate` and `run --dry-run` always write the full errors.csv, so they do not stop
@@ -254,8 +254,8 @@ def _policy(config: Config) -> str:
     return config.input.duplicates or "sequential"
 
 
-def _scan(source: Source, preparer: ChunkPreparer, policy: str) -> Screen:
-    screen = Screen()
+def _scan(source: Source, preparer: ChunkPreparer, policy: str) -> PrePassFindings:
+    screen = PrePassFindings()
     scan = DuplicateScan(policy) if policy != "sequential" else None
     for chunk in source.chunks():
         with gc_paused():
@@ -280,13 +280,13 @@ def _scan(source: Source, preparer: ChunkPreparer, policy: str) -> Screen:
     return screen
 
 
-def _too_many(screen: Screen, limit: str) -> bool:
+def _too_many(screen: PrePassFindings, limit: str) -> bool:
     if limit.endswith("%"):
         return screen.rows > 0 and screen.invalid * 100 > float(limit[:-1]) * screen.rows
     return screen.invalid > int(limit)
 
 
-def _too_many_message(source: Source, screen: Screen, limit: str) -> str:
+def _too_many_message(source: Source, screen: PrePassFindings, limit: str) -> str:
     shown = "; ".join(f"row {row}: {message}" for row, message in screen.first_problems)
     return (f"{source.path}: {screen.invalid} of {screen.rows} rows are invalid, more than"
             f" max_invalid = {limit}, so nothing was sent. First problems: {shown}. Run"

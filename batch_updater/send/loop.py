@@ -15,20 +15,21 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..outcomes import RowOutcome, Status
 from ..output.logs import log
 from ..output.progress import Progress, ProgressWatch
 from ..rows.payload import Payload
-from ..rows.prepare import Prepared
+from ..rows.prepare import PreparedChunk
 from ..state.group_commit import flush_every
 from ..state.journal import FLUSH_SECONDS, Journal
 from ..state.resume import EarlierRuns, settled_before, skip_unchanged, unfinished
 from ..state.sync_state import ChangeFilter
-from .client import ApiClient
-from .pool import WorkerPool
-from .ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from .pool import WorkerPool
 
 
 @dataclass
@@ -48,11 +49,15 @@ class SendResult:
     preview: str | None = None       # a dry run's preview.jsonl
 
 
-async def send_chunks(chunks: Iterator[Prepared], journal: Journal, config: Config, *,
+async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config: Config, *,
                       max_runtime_seconds: float | None = None, watch: ProgressWatch | None = None,
                       changes: ChangeFilter | None = None) -> SendResult:
     """Send every row of `chunks` that the job has not settled; stop on a signal or at
     `max_runtime_seconds`, abort on the pool's rules."""
+    from .client import ApiClient  # aiohttp is imported only when a run sends (not for a dry run)
+    from .pool import WorkerPool
+    from .ratelimit import RateLimiter
+
     limits = config.limits
     client = ApiClient.open(config.api, limits)
     limiter = RateLimiter(limits.rate_per_minute, limits.window_seconds, limits.burst,
@@ -85,7 +90,7 @@ async def send_chunks(chunks: Iterator[Prepared], journal: Journal, config: Conf
     return _result(pool, books.earlier, time.monotonic() - began)
 
 
-async def _feed(pool: WorkerPool, chunks: Iterator[Prepared], journal: Journal, books: _Books) -> None:
+async def _feed(pool: WorkerPool, chunks: Iterator[PreparedChunk], journal: Journal, books: _Books) -> None:
     """Hand each chunk's unsettled rows to the pool, preparing the next chunk meanwhile."""
     pool.start()
     upcoming = asyncio.ensure_future(next_in_thread(chunks))
@@ -146,7 +151,7 @@ def _result(pool: WorkerPool, earlier: EarlierRuns, seconds: float) -> SendResul
                       seconds=seconds)
 
 
-async def next_in_thread(iterator: Iterator[Prepared]) -> Prepared | None:
+async def next_in_thread(iterator: Iterator[PreparedChunk]) -> PreparedChunk | None:
     return await asyncio.get_running_loop().run_in_executor(None, next, iterator, None)
 
 

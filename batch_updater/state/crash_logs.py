@@ -26,6 +26,7 @@ from pathlib import Path
 import orjson
 
 SEGMENT = 1 << 19  # 512 KiB; a multiple of mmap.ALLOCATIONGRANULARITY
+TEXT_LIMIT = 4096  # characters of each text of an outcome too large for a segment (SQLite keeps it whole)
 
 
 class _MappedFile:
@@ -83,8 +84,8 @@ class AckLog(_MappedFile):
 
     def append(self, values: tuple) -> None:
         text = orjson.dumps(values)
-        if len(text) + 4 > SEGMENT:  # a message of half a megabyte: keep the row's facts, not all of it
-            text = orjson.dumps(values[:4] + (values[4][:1000],) + values[5:])
+        if len(text) + 4 > SEGMENT:  # an answer of half a megabyte: keep the row's facts, not all its text
+            text = orjson.dumps(tuple(v[:TEXT_LIMIT] if isinstance(v, str) else v for v in values))
         if self._used + 4 + len(text) > self._end:
             self._used = self._end  # the rest of this segment stays zero: readers skip it
             self._map_segment()
@@ -110,11 +111,19 @@ def read_ack_log(path: Path, columns: int, batch_rows: int = 10_000) -> Iterator
     """The outcomes of an ack log, in order, a batch at a time (the log of a long run that
     crashed holds a record per row answered)."""
     try:
-        data = path.read_bytes()
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
     except FileNotFoundError:
         return
+    with handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:  # not all in memory at once
+            yield from _batches(_records(data), columns, batch_rows)
+
+
+def _batches(records: Iterator[bytes], columns: int, batch_rows: int) -> Iterator[list[tuple]]:
     batch: list[tuple] = []
-    for text in _records(data):
+    for text in records:
         try:
             values = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -128,7 +137,7 @@ def read_ack_log(path: Path, columns: int, batch_rows: int = 10_000) -> Iterator
         yield batch
 
 
-def _records(data: bytes) -> Iterator[bytes]:
+def _records(data: mmap.mmap) -> Iterator[bytes]:
     """Each whole record's text, in order."""
     for base in range(0, len(data), SEGMENT):
         at, end = base, min(base + SEGMENT, len(data))

@@ -15,7 +15,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import IO
 
@@ -30,7 +30,7 @@ JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = "lock"
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     NEW = "new"
     RUNNING = "running"          # or its process died: the next run resumes it
     STOPPED = "stopped"          # a signal or --max-runtime (exit 4)

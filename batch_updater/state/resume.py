@@ -10,7 +10,7 @@ import numpy as np
 
 from ..output.progress import Progress
 from ..rows.payload import Payload
-from ..rows.prepare import Prepared
+from ..rows.prepare import PreparedChunk
 from .journal import FINAL, IN_FLIGHT, Journal
 from .sync_state import UNCHANGED
 
@@ -47,7 +47,7 @@ def unfinished(payloads: list[Payload], states: dict[int, str], settled: set[int
         yield payload
 
 
-def skip_unchanged(prepared: Prepared, settled: set[int], journal: Journal,
+def skip_unchanged(prepared: PreparedChunk, settled: set[int], journal: Journal,
                     progress: Progress) -> None:
     """Journal the chunk's unchanged rows as runs of consecutive rows (most rows of a
     nightly export: a record per row would cost more than everything else they need)."""
