@@ -241,8 +241,8 @@ def human_summary(s) -> str:
     lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (use --restart to send it all again,"
              " or --retry-failed to send the rows the API refused)"] if s.replayed else []
     if s.resumed:
-        lines.append(f"job {s.job_id}: resumed; rows settled by earlier runs kept their outcome,"
-                     f" {s.sent_again} that failed for the run's reason (or went unanswered) were sent again")
+        lines.append(f"job {s.job_id}: resumed; {s.sent_again} rows that earlier runs left to send again"
+                     " were sent, the others kept their outcome")
     lines.append(f"{s.rows} rows: {s.success} updated, {s.errors} errors ({s.validation_errors} invalid,"
                  f" {s.api_errors} refused by the API, {s.network_errors} network), {s.skipped} skipped,"
                  f" {s.not_sent} not sent")
