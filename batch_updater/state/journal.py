@@ -232,6 +232,7 @@ class Journal:
     def close(self) -> None:
         """Commit what is pending; rows still unanswered become in_flight; the logs, no
         longer needed, go. When a commit fails, the logs stay for the next open to take in."""
+        committed = False
         try:
             self.flush()
             self.give_up_unanswered()
@@ -239,7 +240,7 @@ class Journal:
         finally:
             self._log.close()
             self._acks.close()
-            if "committed" in locals():
+            if committed:
                 for path in (self._log_path, self._acks_path):
                     path.unlink(missing_ok=True)
             self._db.close()
