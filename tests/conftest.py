@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import csv
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,14 @@ def mobile(i: int) -> str:
 
 def customer_puts(server) -> list:
     return [r for r in server.state.requests if r.method == "PUT"]
+
+
+def wait_for_requests(server, count: int, timeout: float = 20.0) -> None:
+    """Until the sandbox has seen `count` customer requests (a run in another process got going)."""
+    deadline = time.monotonic() + timeout
+    while len(customer_puts(server)) < count:
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.01)
 
 
 # -- a clock for the rate limiter's deterministic tests (test_ratelimit, test_pacing) -----------

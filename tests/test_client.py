@@ -287,13 +287,17 @@ async def test_a_connect_timeout_is_not_in_doubt():
                                " (no connection within connect_timeout_seconds)")
 
 
-async def test_a_refused_connection_names_the_real_scheme_and_the_cause():
-    port = _closed_port()
-    client = make_client(f"http://127.0.0.1:{port}")
+async def _first_attempt(url: str, **options) -> Attempt:
+    client = make_client(url, **options)
     try:
-        attempt = await client.send(payload(1))
+        return await client.send(payload(1))
     finally:
         await client.close()
+
+
+async def test_a_refused_connection_names_the_real_scheme_and_the_cause():
+    port = _closed_port()
+    attempt = await _first_attempt(f"http://127.0.0.1:{port}")
     assert (attempt.verdict, attempt.in_doubt, attempt.unreachable) == (Verdict.NETWORK, False, True)
     assert attempt.message == f"not sent: cannot connect to http://127.0.0.1:{port} (Connection refused)"
     assert "ssl:default" not in attempt.message
@@ -323,13 +327,8 @@ async def test_no_token_route_at_the_base_url_aborts_with_a_hint():
 
 
 async def test_a_tls_handshake_with_a_plain_http_port_is_a_connection_failure(sandbox_server):
-    server = sandbox_server()
-    url = server.url.replace("http://", "https://")
-    client = make_client(url)
-    try:
-        attempt = await client.send(payload(1))
-    finally:
-        await client.close()
+    url = sandbox_server().url.replace("http://", "https://")
+    attempt = await _first_attempt(url)
     assert (attempt.verdict, attempt.unreachable) == (Verdict.NETWORK, True)
     assert attempt.message.startswith(f"not sent: cannot connect to {url} (TLS: ")
 
@@ -355,10 +354,6 @@ async def test_a_run_halted_before_the_renewed_request_keeps_the_401():
 
 async def test_an_oauth_token_route_that_cannot_be_reached_is_a_connection_failure():
     port = _closed_port()
-    client = make_client(f"http://127.0.0.1:{port}", oauth=True)
-    try:
-        attempt = await client.send(payload(1))
-    finally:
-        await client.close()
+    attempt = await _first_attempt(f"http://127.0.0.1:{port}", oauth=True)
     assert (attempt.verdict, attempt.unreachable, attempt.sent) == (Verdict.NETWORK, True, False)
     assert attempt.message == f"not sent: cannot connect to http://127.0.0.1:{port} (Connection refused)"

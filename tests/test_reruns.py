@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import PASSWORD, customer_puts, mobile, read_report, write_config, write_csv
+from conftest import PASSWORD, customer_puts, mobile, read_report, wait_for_requests, write_config, write_csv
 
 from batch_updater.cli import main
 from batch_updater.output.reports import NEXT_REFUSED, NEXT_RUN
@@ -121,10 +121,7 @@ def test_ctrl_c_leaves_unsent_rows_out_of_errors_and_the_resume_sends_them(tmp_p
     config = write_config(tmp_path, server.url, limits={"rate_per_minute": 1200, "concurrency": 4})
     process = subprocess.Popen(CLI + ["run", str(source), "--config", str(config)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while len(customer_puts(server)) < 20:
-        assert time.monotonic() < deadline, "the run never got going"
-        time.sleep(0.01)
+    wait_for_requests(server, 20)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 4, err
@@ -325,10 +322,7 @@ def test_restart_after_a_crash_sends_every_row_again(tmp_path, sandbox_server):
     config = write_config(tmp_path, server.url, limits={"rate_per_minute": 6000})
     process = subprocess.Popen(CLI + ["run", str(source), "--config", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while len(customer_puts(server)) < 40:
-        assert time.monotonic() < deadline, "the run never got going"
-        time.sleep(0.01)
+    wait_for_requests(server, 40)
     process.kill()
     process.wait()
     before = len(customer_puts(server))
@@ -344,10 +338,7 @@ def test_giving_up_on_requests_in_flight_reports_them_in_doubt(tmp_path, sandbox
     config = write_config(tmp_path, server.url, limits={"concurrency": 4})
     process = subprocess.Popen(CLI + ["run", str(source), "--config", str(config), "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while len(customer_puts(server)) < 4:
-        assert time.monotonic() < deadline, "the run never got going"
-        time.sleep(0.01)
+    wait_for_requests(server, 4)
     process.send_signal(signal.SIGINT)
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)  # the second Ctrl-C gives up on the 4 requests out
@@ -366,10 +357,7 @@ def test_a_job_still_running_is_not_taken_over(tmp_path, sandbox_server):
     process = subprocess.Popen(CLI + ["run", str(source), "--config", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while len(customer_puts(server)) < 2:
-            assert time.monotonic() < deadline, "the run never got going"
-            time.sleep(0.01)
+        wait_for_requests(server, 2)
         result = CliRunner().invoke(main, ["run", str(source), "--config", str(config), "--restart",
                                            "--base-url", f"http://127.0.0.1:{_free_port()}"])
         assert result.exit_code == 2 and "is already running (process" in result.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import customer_puts, mobile, read_report, write_config, write_csv
+from conftest import customer_puts, mobile, read_report, wait_for_requests, write_config, write_csv
 
 from batch_updater.cli import main
 from batch_updater.sandbox import Faults
@@ -42,13 +42,6 @@ def _all_reported_rows(summary: dict) -> list[int]:
     return sorted(rows)
 
 
-def _wait_for_requests(server, count: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(customer_puts(server)) < count:
-        assert time.monotonic() < deadline, "the run never got going"
-        time.sleep(0.01)
-
-
 # A kill between the answer leaving the sandbox and the client's one write of it is the
 # only way a row answered 200 is sent again: the client reads, classifies and appends
 # the answer in well under this (a group commit's interval is 0.2 s).
@@ -66,7 +59,7 @@ def test_sigkill_at_random_points_then_resume_resends_no_row_answered_200(tmp_pa
     kills: list[float] = []
     for _ in range(5):
         process = _start(source, config)
-        _wait_for_requests(server, len(customer_puts(server)) + rng.randint(20, 250))
+        wait_for_requests(server, len(customer_puts(server)) + rng.randint(20, 250))
         kills.append(time.monotonic())
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -122,7 +115,7 @@ def test_sigterm_stops_cleanly_with_exit_4_then_resume_completes(tmp_path, sandb
     source = write_csv(tmp_path / "in.csv", ["identifierValue", "firstName"], _rows(100))
     config = write_config(tmp_path, server.url, limits={"rate_per_minute": 1200, "concurrency": 4})
     process = _start(source, config, "--json")
-    _wait_for_requests(server, 10)
+    wait_for_requests(server, 10)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 4, err
@@ -164,7 +157,7 @@ def test_a_second_run_of_the_same_job_is_refused_while_the_first_runs(tmp_path, 
     config = write_config(tmp_path, server.url, limits={"rate_per_minute": 600})
     first = _start(source, config)
     try:
-        _wait_for_requests(server, 2)
+        wait_for_requests(server, 2)
         second = subprocess.run(CLI + ["run", str(source), "--config", str(config)],
                                 capture_output=True, text=True, timeout=30)
         assert second.returncode == 2

@@ -81,11 +81,11 @@ def job_identity(path: Path, config: Config, shard: Shard | None = None) -> str:
 def _job_facts(path: Path, config: Config, shard: Shard | None = None) -> tuple[str, str, dict[str, object]]:
     """The job id, the input's own digest and the settings, by name (kept in the journal,
     so that a refusal can say what changed)."""
-    digest, content = hashlib.sha256(), hashlib.sha256()
+    content = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
             content.update(block)
+    digest = content.copy()  # the file's bytes, then the settings
     api = config.api
     settings: dict[str, object] = {
         "[api] base_url": api.base_url, "[api] source": api.source, "[api] account_id": api.account_id,
@@ -170,11 +170,11 @@ def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart
         if meta.get("status") not in UNFINISHED:
             continue
         changes = _what_changed(meta, content, settings)
-        if restart or (changes == ["[api] base_url"] and not _applied_anything(journal_path)):
+        if restart or (list(changes) == ["[api] base_url"] and not _applied_anything(journal_path)):
             _abandon(journal_path, meta.get("job_id", "?"))
             continue
-        changed = ", ".join(f"{name} (was {_earlier(meta, name)})" if name.startswith("[api]") else name
-                            for name in changes) or "the file or the settings"
+        changed = ", ".join(f"{name} (was {before})" if name.startswith("[api]") else name
+                            for name, before in changes.items()) or "the file or the settings"
         raise InputError(
             f"{input_path}: {changed} changed since job {meta.get('job_id')} stopped unfinished"
             f" ({journal_path.parent}); restore them to resume that job, or run with --restart to"
@@ -190,17 +190,14 @@ def _abandon(journal_path: Path, job_id: str) -> None:
         lock.close()
 
 
-def _what_changed(meta: dict[str, str], content: str, settings: dict[str, object]) -> list[str]:
+def _what_changed(meta: dict[str, str], content: str, settings: dict[str, object]) -> dict[str, object]:
+    """What differs from another job's file and settings: each name with its earlier value."""
     if "settings" not in meta:  # a journal of an earlier version: it cannot say
-        return []
+        return {}
     before = orjson.loads(meta["settings"])
     now = orjson.loads(orjson.dumps(settings, default=str))
-    changes = [name for name in now if before.get(name) != now[name]]
-    return (["the file's content"] if meta.get("content_sha256") != content else []) + changes
-
-
-def _earlier(meta: dict[str, str], name: str) -> object:
-    return orjson.loads(meta["settings"]).get(name)
+    changes = {name: before.get(name) for name in now if before.get(name) != now[name]}
+    return ({"the file's content": None} if meta.get("content_sha256") != content else {}) | changes
 
 
 def _applied_anything(journal_path: Path) -> bool:
@@ -215,7 +212,7 @@ def _applied_anything(journal_path: Path) -> bool:
 
 def _set_aside(journal_path: Path) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for suffix in ("", "-wal", "-shm", ".inflight"):  # the in-flight log belongs to it too
+    for suffix in ("", "-wal", "-shm"):  # its logs were taken in and removed before (open_job)
         old = Path(str(journal_path) + suffix)
         if old.exists():
             old.rename(journal_path.with_name(f"journal-before-restart-{stamp}.sqlite{suffix}"))

@@ -88,9 +88,7 @@ class Journal:
         self.close()
 
     def record(self, outcome: RowOutcome) -> None:
-        self._pending.append(_values(outcome))
-        if len(self._pending) >= FLUSH_ROWS:
-            self.flush()
+        self._pend(_values(outcome))
 
     def acknowledge(self, outcome: RowOutcome) -> None:
         """Record an answer the API gave, durably at once: a crash right after this call
@@ -98,6 +96,9 @@ class Journal:
         values = _values(outcome)
         self._acks.append(values)  # a store into a shared map: whole once its length is there
         self._unanswered.discard(outcome.row)
+        self._pend(values)
+
+    def _pend(self, values: tuple) -> None:
         self._pending.append(values)
         if len(self._pending) >= FLUSH_ROWS:
             self.flush()
