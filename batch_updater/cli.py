@@ -48,7 +48,7 @@ def _guarded(action):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="batch-updater")
 def main() -> None:
-    """Apply bulk customer updates from CSV files to Capillary's Update Customer Details API.
+    """Apply bulk customer updates from CSV and Excel files to Capillary's Update Customer Details API.
 
     The password or OAuth secret comes from BATCH_UPDATER_PASSWORD or the config's
     password_file, never from an option.
@@ -88,17 +88,40 @@ SETTING_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--mask-identifiers", "output.mask_identifiers",
      {"is_flag": True, "flag_value": True, "default": None,
       "help": "Mask identifiers in success.csv and skipped.csv (errors.csv stays re-feedable)."}),
+    ("--min-rows", "input.min_rows",
+     {"type": int, "metavar": "N",
+      "help": "Send nothing (exit 2) when the file has fewer data rows: a broken export."}),
+    ("--fail-on-warnings", "api.fail_on_warnings",
+     {"is_flag": True, "flag_value": True, "default": None,
+      "help": "An update applied with API warnings counts as an error (errors.csv, exit 1)."}),
+    ("--already-enrolled", "api.already_enrolled",
+     {"type": click.Choice(["error", "success"]),
+      "help": "An enrolment the customer already has: an error (default) or a success with a warning."}),
 ]
+# Options that only matter when requests go out: `validate` does not show them.
+SENDING_ONLY = {"--base-url", "--auth", "--username", "--rate-per-minute", "--concurrency", "--timeout-seconds",
+                "--max-attempts", "--ca-bundle", "--insecure", "--fail-on-warnings", "--already-enrolled"}
+# What `check` uses: where the API is and who we are to it.
+CHECK_OPTIONS = {"--base-url", "--source", "--account-id", "--identifier-name", "--auth", "--username",
+                 "--timeout-seconds", "--ca-bundle", "--insecure"}
 
 
 def _option_name(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def _connection_options(f):
-    for flag, _, settings in reversed(SETTING_OPTIONS):  # the last applied is listed first
-        f = click.option(flag, _option_name(flag), **settings)(f)
-    return click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")(f)
+def _setting_options(wanted=lambda flag: True):
+    """The --config option and the SETTING_OPTIONS whose flag is `wanted`."""
+    def decorate(f):
+        for flag, _, settings in reversed(SETTING_OPTIONS):  # the last applied is listed first
+            if wanted(flag):
+                f = click.option(flag, _option_name(flag), **settings)(f)
+        return click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                            help="TOML config file.")(f)
+    return decorate
+
+
+_connection_options = _setting_options()
 
 
 def _output_options(f):
@@ -116,14 +139,18 @@ def _output_options(f):
     return f
 
 
-def _load(options: dict, shard=None):
+def _overrides(options: dict) -> dict[str, Any]:
+    overrides: dict[str, Any] = {key: options.get(_option_name(flag)) for flag, key, _ in SETTING_OPTIONS}
+    overrides["state.only_changed"] = options.get("only_changed")
+    return overrides
+
+
+def _load(options: dict, shard=None, sending: bool = True):
     from dataclasses import replace
 
     from .config import load_config
 
-    overrides: dict[str, Any] = {key: options.get(_option_name(flag)) for flag, key, _ in SETTING_OPTIONS}
-    overrides["state.only_changed"] = options.get("only_changed")
-    config = load_config(options.get("config_path"), overrides=overrides)
+    config = load_config(options.get("config_path"), overrides=_overrides(options), sending=sending)
     for warning in config.warnings:
         click.echo(f"batch-updater: warning: {warning}", err=True)
     if shard and shard.count > 1 and options.get("rate_per_minute") is None:
@@ -164,7 +191,7 @@ def run(file: str, dry_run: bool, resume: bool, retry_failed: bool, max_runtime:
             raise UsageError("--retry-failed sends rows again; it cannot go with --dry-run")
         seconds = parse_duration(max_runtime) if max_runtime else None
         parsed = Shard.parse(shard) if shard else None
-        config = _load({**options, "only_changed": only_changed}, shard=parsed)
+        config = _load({**options, "only_changed": only_changed}, shard=parsed, sending=not dry_run)
         display = _progress_display(quiet or as_json)
         level = "warning" if quiet and log_level == "info" else log_level  # --quiet: errors and warnings only
         _setup_logging(config, level, log_format, log_file, before_emit=display.clear)
@@ -214,13 +241,15 @@ def parse_duration(text: str) -> float:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=True))
-@_connection_options
+@_setting_options(lambda flag: flag not in SENDING_ONLY)
 @_output_options
 def validate(file: str, as_json: bool, quiet: bool, log_level: str, log_format: str,
              log_file: str | None, **options) -> None:
-    """Check FILE against the schema and mapping without sending (same as run --dry-run)."""
+    """Check FILE against the schema and mapping without sending (same as run --dry-run).
+
+    Needs no password, base URL or username: a file can be checked on a laptop."""
     def work():
-        config = _load(options)
+        config = _load(options, sending=False)
         _setup_logging(config, log_level, log_format, log_file)
         return _run_file(config, file, dry_run=True)
 
@@ -237,15 +266,21 @@ def _report(summary, as_json: bool, quiet: bool) -> None:
 
 
 def human_summary(s) -> str:
+    from .output.tallies import describe_groups, describe_warnings
+
     folder = Path(s.reports["summary"]).parent
     lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (use --restart to send it all again,"
              " or --retry-failed to send the rows the API refused)"] if s.replayed else []
     if s.resumed:
         lines.append(f"job {s.job_id}: resumed; {s.sent_again} rows that earlier runs left to send again"
                      " were sent, the others kept their outcome")
-    lines.append(f"{s.rows} rows: {s.success} updated, {s.errors} errors ({s.validation_errors} invalid,"
-                 f" {s.api_errors} refused by the API, {s.network_errors} network), {s.skipped} skipped,"
-                 f" {s.not_sent} not sent")
+    warned = (f" ({s.updated_with_warnings:,} with warnings: {describe_warnings(s.warnings)})"
+              if s.updated_with_warnings else "")
+    lines.append(f"{s.rows:,} rows: {s.success:,} updated{warned}, {s.errors:,} errors ({s.validation_errors:,}"
+                 f" invalid, {s.api_errors:,} refused by the API, {s.network_errors:,} network),"
+                 f" {s.skipped:,} skipped, {s.not_sent:,} not sent")
+    if s.top_errors:
+        lines.append(f"top errors: {describe_groups(s.top_errors)}")
     if s.status != "dry_run":
         lines.append(f"{s.requests} requests in {s.duration_seconds:.1f} s at"
                      f" {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute});"
@@ -258,6 +293,62 @@ def human_summary(s) -> str:
     lines.append(f"reports: {folder}/ (success.csv, errors.csv, skipped.csv)")
     lines.append(f"summary: {s.reports['summary']}")
     return "\n".join(lines)
+
+
+@main.command()
+@_setting_options(CHECK_OPTIONS.__contains__)
+def check(config_path: str | None, **options) -> None:
+    """Check the setup before a run: config, password, DNS, port, TLS, credentials.
+
+    One line per step: the config, the password (found, never shown), DNS, the port, TLS,
+    the credentials (one harmless lookup: nothing is changed) and the API's answer time.
+    Exit 0 when every step passes, 3 otherwise. Cron runs it before the nightly run."""
+    from .check import check_setup
+
+    steps = _guarded(lambda: check_setup(config_path, _overrides(options)))
+    for step in steps:
+        click.echo(step.line())
+    sys.exit(0 if all(step.ok for step in steps) else 3)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file (its output dir).")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Where the jobs are (default from config).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def jobs(config_path: str | None, output_dir: str | None, as_json: bool) -> None:
+    """List the jobs in the output folder, the newest run first: file, job id, status,
+    rows, updated, errors, last run and exit code. Each job folder's `latest` link is its
+    newest run; the output folder's `latest` link, the newest run of any job."""
+    def work():
+        from .state.jobs import list_jobs
+
+        return list_jobs(_state_config(config_path, output_dir).output.dir)
+
+    records = _guarded(work)
+    if as_json:
+        from dataclasses import asdict
+
+        import orjson
+
+        click.echo(orjson.dumps([asdict(r) for r in records], option=orjson.OPT_INDENT_2).decode())
+        return
+    if not records:
+        click.echo("no jobs yet")
+        return
+    click.echo(_table(["file", "job", "status", "rows", "updated", "errors", "last run", "exit"],
+                      [[Path(r.input).name, r.job_id, r.status, _count(r.rows), _count(r.success),
+                        _count(r.errors), r.last_run.removeprefix("run-") or "-",
+                        "-" if r.exit_code is None else str(r.exit_code)] for r in records]))
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
+                     for line in [header, *rows])
 
 
 @main.group()
@@ -299,6 +390,9 @@ def state_forget(identifiers, forget_all, identifier_name, source, account_id, c
         from .state.sync_state import Fingerprints, SyncState
 
         config = _state_config(config_path, output_dir)
+        if not config.api.base_url and not forget_all:
+            raise UsageError("the store's keys depend on the API's address: give --config (or"
+                             " BATCH_UPDATER_API_BASE_URL) with the [api] base_url of the runs")
         with SyncState(config.state_path) as store:
             if forget_all:
                 return store.forget_all()
@@ -315,9 +409,7 @@ def _state_config(config_path: str | None, output_dir: str | None):
     from .config import load_config
 
     # The store needs the API's address, not credentials.
-    environ = {"BATCH_UPDATER_PASSWORD": "unused", **os.environ}
-    overrides = {"output.dir": output_dir, "api.username": os.environ.get("BATCH_UPDATER_API_USERNAME") or "-"}
-    return load_config(config_path, overrides=overrides, environ=environ)
+    return load_config(config_path, overrides={"output.dir": output_dir}, sending=False)
 
 
 @main.command()
@@ -363,7 +455,16 @@ def _latest_run(folder: Path) -> Path:
 @click.option("--no-record", is_flag=True, help="Do not keep the request record (long benchmarks).")
 def sandbox(host, port, customers, customers_csv, rate_limit, rate_window, latency_ms, token_ttl,
             fault_5xx, fault_drop, no_record) -> None:
-    """Run the built-in Capillary-compatible API server (for demos, tests and benchmarks)."""
+    """Run the built-in Capillary-compatible API server (for demos, tests and benchmarks).
+
+    \b
+    It seeds --customers N customers; customer i (0 <= i < N) has
+      mobile      9198 and i in 8 digits: 919800000000 ... 919800009999 (N = 10,000)
+      email       customer<i>@example.com: customer0@example.com ... customer9999@example.com
+      externalId  EXT and i in 8 digits: EXT00000000 ... EXT00009999
+    (or the customers of --customers-csv). Basic login: till code "demo.till", password
+    "demo-password"; OAuth: key "demo-key", secret "demo-secret" (it prints them too).
+    """
     from .sandbox import Faults, RateLimit, SandboxSettings, serve
 
     third = fault_5xx / 3

@@ -10,6 +10,7 @@ reach a log or a report by accident.
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
@@ -69,6 +70,15 @@ SETTINGS: dict[tuple[str, str], Setting] = {
                                   help="PEM file of the CA certificates to trust (a private CA or a TLS proxy)"),
     ("api", "verify_tls"): Setting("bool", True,
                                    help="false (or --insecure) turns certificate checks off, with a warning"),
+    ("api", "fail_on_warnings"): Setting("bool", False,
+                                         help="an update the API applied with warnings counts as an error (exit 1)"),
+    ("api", "already_enrolled"): Setting("choice", "error", ("error", "success"),
+                                         help="an enrolment the customer already has: an error, or a success"
+                                              " with a warning (nightly full exports)"),
+    ("api", "extended_fields"): Setting("names", help="the org's extended field names: others are refused"
+                                                     " before sending"),
+    ("api", "custom_fields"): Setting("names", help="the org's custom field names (fields.*): others are"
+                                                   " refused before sending"),
     ("limits", "rate_per_minute"): Setting("int", 600, minimum=1),
     ("limits", "window_seconds"): Setting("float", 60.0, minimum=0.01),
     ("limits", "burst"): Setting("int", 1, minimum=1),
@@ -99,10 +109,13 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("input", "max_invalid"): Setting("threshold", help="stop before sending when more rows are invalid: N or N%"),
     ("input", "duplicates"): Setting("choice", "sequential", ("sequential", "last", "reject"),
                                      help="several rows for one customer: send all in order, the last, or none"),
+    ("input", "min_rows"): Setting("int", 0, minimum=0,
+                                   help="fewer data rows than this send nothing (exit 2): a broken export"),
 }
 # `password` may sit in the file (with a permissions warning) but is not an option.
 FILE_ONLY_KEYS = {("api", "password")}
 TABLES = ("columns", "types")
+REQUIRED_TO_SEND = [key for key, setting in SETTINGS.items() if setting.required]
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,10 @@ class ApiSettings:
     use_async: bool
     ca_bundle: Path | None = None
     verify_tls: bool = True
+    fail_on_warnings: bool = False
+    already_enrolled: str = "error"
+    extended_fields: tuple[str, ...] | None = None  # None: any name (the org's list is not known)
+    custom_fields: tuple[str, ...] | None = None
     password: Secret = field(default_factory=lambda: Secret(""), repr=False)
 
 
@@ -152,6 +169,7 @@ class InputSettings:
     timezone: str = "UTC"
     max_invalid: str | None = None       # "100" rows or "5%" of the non-blank rows
     duplicates: str = "sequential"
+    min_rows: int = field(default=0, repr=False)  # repr: the job identity; it changes no payload
     # [types]: canonical fields.* / extendedFields.* name -> a FIELD_TYPES name
     # or a tuple of allowed values. Here, not in Config, so the job identity covers it.
     types: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
@@ -184,6 +202,11 @@ class Config:
     warnings: tuple[str, ...] = ()
     path: Path | None = None
 
+    def command(self, *words: str | Path) -> str:
+        """A batch-updater command line to suggest, runnable as written (with this --config)."""
+        line = ["batch-updater", *map(str, words)] + (["--config", str(self.path)] if self.path else [])
+        return shlex.join(line)
+
     def public_dict(self) -> dict[str, Any]:
         """The settings without the secret, for summary.json and logs."""
         out: dict[str, Any] = {}
@@ -197,10 +220,12 @@ class Config:
 
 def load_config(path: str | os.PathLike | None = None, *,
                 overrides: Mapping[str, Any] | None = None,
-                environ: Mapping[str, str] | None = None) -> Config:
+                environ: Mapping[str, str] | None = None, sending: bool = True) -> Config:
     """Build a Config from the layers; raise ConfigError listing every problem.
 
     `overrides` holds command-line values keyed "section.key" (None = not given).
+    `sending=False` (validate, --dry-run) needs no password, base URL or username:
+    a file can be checked on a laptop without credentials.
     """
     environ = os.environ if environ is None else environ
     problems: list[str] = []
@@ -228,9 +253,11 @@ def load_config(path: str | os.PathLike | None = None, *,
             values[key] = value
             origin[key] = "--" + key[1].replace("_", "-")
 
-    typed = {key: _coerce(SETTINGS[key], values[key], origin[key], problems)
+    typed = {key: _coerce(SETTINGS[key], values[key], origin[key], problems, required=sending)
              for key in SETTINGS if (key in values)}
-    password = _password(raw, typed, environ, problems)
+    for key in REQUIRED_TO_SEND:
+        typed[key] = typed[key] or ""  # not sending: may be unset
+    password = _password(raw, typed, environ, problems if sending else [])
     columns = _columns(raw.get("columns", {}), problems)
     types = _types(raw.get("types", {}), problems)
     _cross_checks(typed, problems)
@@ -277,7 +304,8 @@ def _read_toml(path: Path, problems: list[str], warnings: list[str]) -> dict[str
                 problems.append(f"{path}: unknown key '{key}' in [{section}] (known: {', '.join(known)})")
                 table.pop(key)
     if "password" in raw.get("api", {}) and _readable_by_others(path):
-        warnings.append(f"{path} holds a password and is readable by other users: run chmod 600 {path}")
+        warnings.append(f"{path} holds a password and is readable by other users:"
+                        f" run chmod 600 {shlex.quote(str(path))}")
     return raw
 
 
@@ -288,9 +316,9 @@ def _readable_by_others(path: Path) -> bool:
         return False
 
 
-def _coerce(setting: Setting, value: Any, origin: str, problems: list[str]) -> Any:
+def _coerce(setting: Setting, value: Any, origin: str, problems: list[str], required: bool = True) -> Any:
     if value is None or value == "":
-        if setting.required:
+        if setting.required and required:
             problems.append(f"{origin}: required setting is missing")
         return None if setting.kind != "bool" else bool(setting.default)
     convert: Callable[[Any], Any] = _CONVERTERS[setting.kind]
@@ -344,6 +372,17 @@ def _to_threshold(value: Any) -> str:
     return text
 
 
+def _to_names(value: Any) -> tuple[str, ...]:
+    """A list of names: a TOML array, or one text of comma-separated names (environment)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(value)
+    names = tuple(_to_str(item).strip() for item in items)
+    if not all(names):
+        raise ValueError(value)
+    return names
+
+
 def _to_zone(value: Any) -> str:
     from .rows.cells import zone
 
@@ -355,12 +394,13 @@ def _to_zone(value: Any) -> str:
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "str": _to_str, "choice": _to_str, "int": _to_int, "float": _to_float,
     "bool": _to_bool, "path": lambda v: Path(_to_str(v)).expanduser(),
-    "threshold": _to_threshold, "zone": _to_zone,
+    "threshold": _to_threshold, "zone": _to_zone, "names": _to_names,
 }
 _KIND_NAMES = {"str": "text", "choice": "text", "int": "a whole number", "float": "a number",
                "bool": "true or false", "path": "a path",
                "threshold": "a number of rows or a percentage (e.g. 100 or 5%)",
-               "zone": "an IANA time zone name (e.g. UTC, Asia/Kolkata, Europe/London)"}
+               "zone": "an IANA time zone name (e.g. UTC, Asia/Kolkata, Europe/London)",
+               "names": 'a list of names (e.g. ["city", "gender"])'}
 
 
 def _password(raw: dict, typed: dict, environ: Mapping[str, str], problems: list[str]) -> Secret:

@@ -36,9 +36,10 @@ from .output.reports import (
     write_private,
     write_reports,
 )
+from .rows.org_fields import check_org_fields
 from .rows.prepare import PreparedChunk, PrePassFindings, prepare_chunks, screen_input
 from .send.loop import SendResult, next_in_thread, send_chunks
-from .state.jobs import Job, JobStatus, job_folder, job_identity, open_job
+from .state.jobs import Job, JobStatus, job_folder, job_identity, link_latest, open_job
 from .state.journal import Journal
 from .state.sync_state import ChangeFilter, SyncState
 from .summary import RunFacts, RunSummary, limit_per_minute, log_end, summarise
@@ -62,6 +63,8 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
     started = datetime.now(UTC)
     source: Source = open_input(input_path, config.input)
     plan = resolve_headers(source.headers, dict(config.columns), str(source.path))
+    check_org_fields(plan, config.api, str(source.path))
+    _check_row_count(source, config.input.min_rows)
     if shard:
         source = ShardedInput(source, plan, config, shard)
     screen = screen_input(source, plan, config, dry_run=dry_run)  # max_invalid, duplicates
@@ -100,6 +103,22 @@ def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassF
     log_end(summary)
     notify(config, summary)
     return summary
+
+
+def _check_row_count(source: Source, min_rows: int) -> None:
+    """An empty or cut-short nightly export is usually a broken export: say so, and with
+    min_rows refuse it before anything is sent."""
+    rows = source.row_count
+    if rows is None and min_rows:  # an Excel sheet is not counted unless asked
+        rows = sum(len(chunk.frame) for chunk in source.chunks())
+    if rows is None:
+        return
+    if rows < min_rows:
+        raise InputError(f"{source.path}: {rows:,} data rows, fewer than min_rows = {min_rows:,}, so nothing"
+                         " was sent; check the export (empty or cut short?), or lower --min-rows")
+    if rows == 0:
+        log.warning("%s has no data rows (a header only): nothing to send; an empty export?"
+                    " --min-rows N makes this an error (exit 2)", source.path)
 
 
 def _progress(config: Config, source: Source) -> Progress:
@@ -153,6 +172,7 @@ def _run_folder(job_folder: Path, kind: str, started: datetime) -> Path:
         try:
             job_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             folder.mkdir(mode=0o700)
+            link_latest(folder)
             return folder
         except FileExistsError:
             continue

@@ -60,6 +60,9 @@ class RunSummary:
     sent_again: int = 0              # rows an earlier run of the job left unsettled, sent by this run
     replayed: bool = False           # the job had finished: nothing sent, its summary repeated
     shard: str | None = None         # "K/N" when the run kept only one shard's customers
+    warnings: dict[str, int] = field(default_factory=dict)   # rows with each warning code
+    updated_with_warnings: int = 0
+    top_errors: list[dict[str, Any]] = field(default_factory=list)  # by cause: count and an example row
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -103,7 +106,9 @@ def summarise(config: Config, facts: RunFacts, paths: ReportPaths, counts: Repor
         achieved_rate_per_minute=round(sent.requests / sent.seconds * 60, 1) if sent.seconds > 0 else 0.0,
         rate_limit_per_minute=limit_per_minute(config), reason=sent.reason, reports=reports,
         config=config.public_dict(), resumed=facts.resumed, shard=facts.shard,
-        to_send_again=counts.to_send_again, sent_again=sent.sent_again)
+        to_send_again=counts.to_send_again, sent_again=sent.sent_again,
+        warnings=dict(counts.warnings.by_code.most_common()), updated_with_warnings=counts.updated_with_warnings,
+        top_errors=[group.as_dict() for group in counts.error_groups.top()])
 
 
 def outcome_of(counts: ReportCounts, sent: SendResult) -> tuple[int, RunStatus]:

@@ -17,7 +17,7 @@ SUMMARY_KEYS = {
     "validation_errors", "api_errors", "network_errors", "in_doubt", "in_doubt_requests", "requests",
     "retries", "throttled", "http_statuses", "started", "finished", "duration_seconds",
     "achieved_rate_per_minute", "rate_limit_per_minute", "reason", "reports", "config", "resumed",
-    "replayed", "shard", "to_send_again", "sent_again",
+    "replayed", "shard", "to_send_again", "sent_again", "warnings", "updated_with_warnings", "top_errors",
 }
 
 

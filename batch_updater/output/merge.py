@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import orjson
 
 from ..errors import InputError
 from .reports import open_private, write_private
+from .tallies import TOP_GROUPS
 
 REPORTS = ("success.csv", "errors.csv", "skipped.csv")
 SUMMED = ("rows", "success", "errors", "skipped", "not_sent", "validation_errors", "api_errors",
           "network_errors", "in_doubt", "in_doubt_requests", "requests", "retries", "throttled",
-          "to_send_again", "sent_again")
+          "to_send_again", "sent_again", "updated_with_warnings")
 
 
 def merge_reports(run_folders: list[Path], output: Path) -> dict:
@@ -31,11 +33,27 @@ def merge_reports(run_folders: list[Path], output: Path) -> dict:
         _merge_file([folder / name for folder in run_folders], output / name)
     merged = {key: sum(s.get(key, 0) for s in summaries) for key in SUMMED}
     merged["exit_code"] = max(s["exit_code"] for s in summaries)
+    merged["warnings"] = dict(sum((Counter(s.get("warnings", {})) for s in summaries), Counter()).most_common())
+    merged["top_errors"] = _top_errors(summaries)
     merged["shards"] = [{"shard": s.get("shard"), "summary": str(f / "summary.json"),
                          "exit_code": s["exit_code"]} for s, f in zip(summaries, run_folders)]
     merged["reports"] = {name.split(".")[0]: str(output / name) for name in REPORTS}
     write_private(output / "summary.json", orjson.dumps(merged, option=orjson.OPT_INDENT_2))
     return merged
+
+
+def _top_errors(summaries: list[dict]) -> list[dict]:
+    """The shards' error groups added up by cause, each with the first example row."""
+    groups: dict[tuple, dict] = {}
+    for summary in summaries:
+        for group in summary.get("top_errors", []):
+            key = (group["stage"], group["code"], group["message"])
+            if key in groups:
+                groups[key]["count"] += group["count"]
+                groups[key]["example_row"] = min(groups[key]["example_row"], group["example_row"])
+            else:
+                groups[key] = dict(group)
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["example_row"]))[:TOP_GROUPS]
 
 
 def _summary(folder: Path) -> dict:

@@ -24,7 +24,7 @@ import csv
 import errno
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -33,9 +33,11 @@ import numpy as np
 from ..input.columns import REPORT_COLUMN_PREFIX, canonical_name
 from ..input.reader import Chunk
 from ..outcomes import RowOutcome, Stage, Status
+from ..send.answers import WARNED_PREFIX
 from ..state.journal import Journal
 from .csvsafe import neutralise, neutralise_column, neutralise_rows, restore
 from .masking import mask_identifier, mask_text
+from .tallies import ErrorGroups, WarningTally
 
 SUCCESS_COLUMNS = ["_row", "_source_row", "_identifier", "_customer_id", "_http_status", "_attempts",
                    "_warnings", "_in_doubt"]
@@ -47,6 +49,8 @@ NOT_SENT = Stage.NOT_SENT.value
 _BOOL = ("false", "true")
 NEXT_RUN = "run the same command again: it is sent then"
 NEXT_FIX = "fix the row, then feed errors.csv back in"
+NEXT_WARNED = ("the API applied the update but warned: fix the cause (e.g. configure the field for the"
+               " org, or drop the column), then feed errors.csv back in")
 NEXT_REFUSED = ("fix the row or the customer, then feed errors.csv back in (or run again with"
                 " --retry-failed)")
 
@@ -63,6 +67,9 @@ class ReportCounts:
     in_doubt: int = 0
     to_send_again: int = 0   # not sent, or failed for the run's reason: the next run sends them
     rows: int = 0
+    error_groups: ErrorGroups = field(default_factory=ErrorGroups)
+    warnings: WarningTally = field(default_factory=WarningTally)      # every row's, success or error
+    updated_with_warnings: int = 0
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,10 @@ class _Writer:
         self.counts.rows += len(rows)
         self.counts.success += len(rows)
         self.counts.in_doubt += sum(in_doubt)
+        for text in warnings:
+            if text:
+                self.counts.warnings.add(text)
+                self.counts.updated_with_warnings += 1
         return set(rows)
 
     def rows(self, rows: Sequence[int], values: list[list], sources: list[str],
@@ -264,6 +275,8 @@ class _Writer:
 def _next_step(o: RowOutcome) -> str:
     if o.rerun:
         return NEXT_RUN
+    if o.message.startswith(WARNED_PREFIX):
+        return NEXT_WARNED
     return NEXT_FIX if o.stage is Stage.VALIDATION else NEXT_REFUSED
 
 
@@ -285,6 +298,9 @@ def _count(counts: ReportCounts, o: RowOutcome) -> None:
     counts.rows += 1
     counts.in_doubt += o.in_doubt
     counts.to_send_again += o.rerun
+    if o.warnings:
+        counts.warnings.add(o.warnings)
+        counts.updated_with_warnings += o.status is Status.SUCCESS
     if o.status is Status.SUCCESS:
         counts.success += 1
     elif o.stage is Stage.NOT_SENT:
@@ -293,5 +309,6 @@ def _count(counts: ReportCounts, o: RowOutcome) -> None:
         counts.skipped += 1
     else:
         counts.error += 1
+        counts.error_groups.add(o)
         stage = o.stage.value if o.stage else "api"
         setattr(counts, stage, getattr(counts, stage) + 1)

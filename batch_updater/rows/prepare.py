@@ -246,7 +246,7 @@ def screen_input(source: Source, plan: ColumnPlan, config: Config, *,
         return None
     screen = _scan(source, ChunkPreparer(plan, config), policy)
     if limit is not None and _too_many(screen, limit):
-        raise InputError(_too_many_message(source, screen, limit))
+        raise InputError(_too_many_message(source, screen, limit, config))
     return screen
 
 
@@ -286,11 +286,11 @@ def _too_many(screen: PrePassFindings, limit: str) -> bool:
     return screen.invalid > int(limit)
 
 
-def _too_many_message(source: Source, screen: PrePassFindings, limit: str) -> str:
+def _too_many_message(source: Source, screen: PrePassFindings, limit: str, config: Config) -> str:
     shown = "; ".join(f"row {row}: {message}" for row, message in screen.first_problems)
     return (f"{source.path}: {screen.invalid} of {screen.rows} rows are invalid, more than"
             f" max_invalid = {limit}, so nothing was sent. First problems: {shown}. Run"
-            f" `batch-updater validate {source.path}` for every problem in errors.csv, fix the"
+            f" `{config.command('validate', source.path)}` for every problem in errors.csv, fix the"
             " file and run again")
 
 

@@ -92,16 +92,43 @@ def classify(status: int, body: bytes, content_type: str = "", retry_after: str 
     return Attempt(Verdict.BUSINESS, status, message=message)
 
 
+@dataclass(frozen=True)
+class AnswerPolicy:
+    """How the user's settings judge two kinds of answer ([api] fail_on_warnings, already_enrolled)."""
+
+    fail_on_warnings: bool = False
+    enrolled_is_success: bool = False   # already_enrolled = "success"
+
+    def judged(self, success: Attempt) -> Attempt:
+        """A success, or with fail_on_warnings and warnings, a refusal of the row (applied all the same)."""
+        if not (self.fail_on_warnings and success.warnings):
+            return success
+        return Attempt(Verdict.BUSINESS, success.http_status, warning_codes(success.warnings)[0],
+                       WARNED_PREFIX + success.warnings, success.customer_id, success.warnings)
+
+    def counts_as_applied(self, payload: Payload, attempt: Attempt, in_doubt: bool) -> Attempt | None:
+        """An "already enrolled" refusal as a success with a warning: after an attempt
+        whose answer was lost (it did the enrolment), or when the user says so."""
+        if not already_enrolled(payload, attempt) or not (in_doubt or self.enrolled_is_success):
+            return None
+        why = ("an earlier attempt whose answer was lost enrolled the customer" if in_doubt
+               else 'already_enrolled = "success"')
+        warning = f"{attempt.code or attempt.http_status}: {attempt.message} (counted as applied: {why})"
+        return Attempt(Verdict.SUCCESS, attempt.http_status, warnings=warning)
+
+
+WARNED_PREFIX = "applied, with warnings (fail_on_warnings): "
+
+
+def warning_codes(warnings: str) -> list[str]:
+    """The codes of a `_warnings` text ("91015: message | 91007: message"), in order."""
+    return [part.split(":", 1)[0].strip() or "?" for part in warnings.split(" | ") if part.strip()]
+
+
 def already_enrolled(payload: Payload, attempt: Attempt) -> bool:
     """The API refused an enrolment the customer already has (the real code is undocumented)."""
     return (attempt.verdict is Verdict.BUSINESS and "loyaltyProgramEnrollments" in payload.body
             and (attempt.code in ALREADY_ENROLLED_CODES or "already enrolled" in attempt.message.lower()))
-
-
-def applied_before(attempt: Attempt) -> Attempt:
-    warning = (f"{attempt.code or attempt.http_status}: {attempt.message} (counted as applied:"
-               " an earlier attempt whose answer was lost enrolled the customer)")
-    return Attempt(Verdict.SUCCESS, attempt.http_status, warnings=warning)
 
 
 def _json_object(body: bytes) -> dict | None:

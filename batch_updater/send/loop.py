@@ -54,6 +54,7 @@ async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config:
                       changes: ChangeFilter | None = None) -> SendResult:
     """Send every row of `chunks` that the job has not settled; stop on a signal or at
     `max_runtime_seconds`, abort on the pool's rules."""
+    from .answers import AnswerPolicy
     from .client import ApiClient  # aiohttp is imported only when a run sends (not for a dry run)
     from .pool import WorkerPool
     from .ratelimit import RateLimiter
@@ -66,7 +67,8 @@ async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config:
     books = _Books(journal, watch.progress, changes)
     pool = WorkerPool(client, limiter, limits, books.answered, on_send=books.sending,
                       on_unsent=lambda p: journal.unmark_in_flight(p.row),
-                      was_in_doubt=books.earlier.in_doubt.__contains__)
+                      was_in_doubt=books.earlier.in_doubt.__contains__,
+                      policy=AnswerPolicy(config.api.fail_on_warnings, config.api.already_enrolled == "success"))
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="group-commit")
     stores = [journal] + ([changes.state] if changes else [])
     background = [asyncio.create_task(flush_every(store.flush, FLUSH_SECONDS, writer)) for store in stores]

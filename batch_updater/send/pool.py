@@ -28,7 +28,7 @@ from ..config import LimitSettings
 from ..errors import RunAborted
 from ..outcomes import RowOutcome, Stage, Status
 from ..rows.payload import Payload
-from .answers import Attempt, Verdict, already_enrolled, applied_before
+from .answers import AnswerPolicy, Attempt, Verdict
 from .backoff import retry_delay
 from .client import ApiClient
 from .ratelimit import RateLimiter
@@ -37,6 +37,7 @@ RETRYABLE = frozenset({Verdict.THROTTLED, Verdict.RETRY, Verdict.NETWORK})
 # Connection failures before the API ever answered that abort the run: the host is
 # wrong or down, and spending every row's retries on it would take hours.
 UNREACHABLE_TO_ABORT = 3
+DEFAULT_POLICY = AnswerPolicy()
 RERUN_HINT = "then run the same command again: rows that failed this way, or were not sent, are sent again"
 
 
@@ -60,7 +61,8 @@ class WorkerPool:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_send: Callable[[Payload], None] = lambda payload: None,
                  on_unsent: Callable[[Payload], None] = lambda payload: None,
-                 was_in_doubt: Callable[[int], bool] = lambda row: False):
+                 was_in_doubt: Callable[[int], bool] = lambda row: False,
+                 policy: AnswerPolicy = DEFAULT_POLICY):
         self._client = client
         self._limiter = limiter
         self._limits = limits
@@ -68,6 +70,7 @@ class WorkerPool:
         self._on_send = on_send  # the journal marks the row in flight right before each request
         self._on_unsent = on_unsent  # ...and forgets the mark when that request did not go out
         self._was_in_doubt = was_in_doubt  # in flight when an earlier run stopped
+        self._policy = policy
         self._rng = rng or random.Random()
         self._sleep = sleep
         # (payload, its customer key) per customer taken; None tells a worker to stop
@@ -208,10 +211,9 @@ class WorkerPool:
             if attempt.verdict is Verdict.SUCCESS:
                 self._limiter.succeeded()
                 self._auth_failures = self._fatal_answers = self._failure_streak = 0
-                return _outcome(payload, attempt, attempts, in_doubt)
-            if in_doubt and already_enrolled(payload, attempt):
-                # An earlier attempt whose answer was lost did the enrolment: applied.
-                return _outcome(payload, applied_before(attempt), attempts, in_doubt)
+                return _outcome(payload, self._policy.judged(attempt), attempts, in_doubt)
+            if applied := self._policy.counts_as_applied(payload, attempt, in_doubt):
+                return _outcome(payload, applied, attempts, in_doubt)
             if attempt.verdict is Verdict.AUTH:
                 return self._auth_failed(payload, attempt, attempts, in_doubt)
             if attempt.verdict is Verdict.FATAL:

@@ -140,6 +140,7 @@ def _take_lock(path: Path, job_id: str) -> IO[str]:
     so a lock left by a killed run is simply taken over."""
     # held open for the whole run, so no `with`
     handle = open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+", encoding="utf-8")  # noqa: SIM115
+    os.fchmod(handle.fileno(), 0o600)  # one made by an older version may be 0644: it names host and process
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -216,3 +217,68 @@ def _set_aside(journal_path: Path) -> None:
         old = Path(str(journal_path) + suffix)
         if old.exists():
             old.rename(journal_path.with_name(f"journal-before-restart-{stamp}.sqlite{suffix}"))
+
+
+LATEST_LINK = "latest"
+
+
+def link_latest(run_folder: Path) -> None:
+    """Point `<job folder>/latest` at this run, and `<output dir>/latest` too: a script
+    finds the newest reports without parsing any output. Relative links, replaced
+    atomically, so a reader never sees a missing link; where links cannot be made
+    (some network file systems), the run goes on without them."""
+    job = run_folder.parent
+    for folder, target in ((job, run_folder.name), (job.parent, f"{job.name}/{run_folder.name}")):
+        temporary = folder / f".{LATEST_LINK}-{os.getpid()}"
+        try:
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(target)
+            temporary.replace(folder / LATEST_LINK)
+        except OSError:
+            pass
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as `batch-updater jobs` lists it."""
+
+    job_id: str
+    input: str
+    status: str
+    folder: str
+    last_run: str          # the newest run folder's name ("" before any)
+    rows: int | None = None
+    success: int | None = None
+    errors: int | None = None
+    exit_code: int | None = None
+    finished: str | None = None
+
+
+def list_jobs(output_dir: Path) -> list[JobRecord]:
+    """Every job under `output_dir`, the newest run first."""
+    records = [_record(path.parent) for path in Path(output_dir).glob(f"*/{JOURNAL_NAME}")]
+    return sorted(records, key=lambda r: r.last_run.split("-", 1)[-1], reverse=True)
+
+
+def _record(folder: Path) -> JobRecord:
+    meta = read_meta(folder / JOURNAL_NAME)
+    summary = orjson.loads(meta["summary"]) if meta.get("summary") else {}
+    runs = sorted((p.name for p in folder.glob("run-*") if p.is_dir()), key=lambda name: name.split("-", 1)[1])
+    status = meta.get("status", JobStatus.NEW)
+    if status == JobStatus.RUNNING and not _held(folder / LOCK_NAME):
+        status = "interrupted"  # its process died: the next run resumes it
+    return JobRecord(meta.get("job_id", folder.name.rsplit("-", 1)[-1]), meta.get("input", "?"), status,
+                     str(folder), runs[-1] if runs else "", summary.get("rows"), summary.get("success"),
+                     summary.get("errors"), summary.get("exit_code"), summary.get("finished"))
+
+
+def _held(lock_path: Path) -> bool:
+    """Does a live process hold the job's lock?"""
+    try:
+        with open(lock_path, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
