@@ -269,8 +269,8 @@ def human_summary(s) -> str:
     from .output.tallies import describe_groups, describe_warnings
 
     folder = Path(s.reports["summary"]).parent
-    lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (use --restart to send it all again,"
-             " or --retry-failed to send the rows the API refused)"] if s.replayed else []
+    lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (run the same command with --restart"
+             " to send it all again, or with --retry-failed to send the rows the API refused)"] if s.replayed else []
     if s.resumed:
         lines.append(f"job {s.job_id}: resumed; {s.sent_again} rows that earlier runs left to send again"
                      " were sent, the others kept their outcome")
@@ -303,8 +303,11 @@ def check(config_path: str | None, **options) -> None:
     One line per step: the config, the password (found, never shown), DNS, the port, TLS,
     the credentials (one harmless lookup: nothing is changed) and the API's answer time.
     Exit 0 when every step passes, 3 otherwise. Cron runs it before the nightly run."""
+    import logging
+
     from .check import check_setup
 
+    logging.getLogger("batch_updater").addHandler(logging.NullHandler())  # every finding is a step's line
     steps = _guarded(lambda: check_setup(config_path, _overrides(options)))
     for step in steps:
         click.echo(step.line())

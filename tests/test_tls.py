@@ -128,13 +128,13 @@ def test_a_missing_or_unreadable_ca_bundle_is_a_config_error(tmp_path):
     source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(1)]])
     config = config_file(tmp_path, "https://api.example")
     missing = tmp_path / "no-such-ca.pem"
-    result = CliRunner().invoke(main, ["validate", str(source), "--config", str(config), "--ca-bundle", str(missing)])
+    result = CliRunner().invoke(main, ["run", str(source), "--config", str(config), "--ca-bundle", str(missing)])
     assert result.exit_code == 2
     assert result.stderr == (f"batch-updater: error: [api] ca_bundle {missing}: file not found (give the PEM"
                              " file of the CA certificates that signed the API's certificate)\n")
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
-    result = CliRunner().invoke(main, ["validate", str(source), "--config", str(config), "--ca-bundle", str(garbage)])
+    result = CliRunner().invoke(main, ["run", str(source), "--config", str(config), "--ca-bundle", str(garbage)])
     assert result.exit_code == 2
     [line] = result.stderr.splitlines()
     assert line.startswith(f"batch-updater: error: [api] ca_bundle {garbage}: not a PEM file of CA certificates (")

@@ -91,10 +91,10 @@ class OAuthToken:
         except aiohttp.ClientConnectorCertificateError as exc:
             raise RunAborted(untrusted_certificate(exc)) from None
         except aiohttp.ConnectionTimeoutError:  # before asyncio.TimeoutError: a subclass
-            raise TokenUnavailable(_cannot_connect(self._api.base_url, "no connection within"
+            raise TokenUnavailable(cannot_connect(self._api.base_url, "no connection within"
                                    " connect_timeout_seconds"), unreachable=True) from None
         except aiohttp.ClientConnectorError as exc:
-            raise TokenUnavailable(_cannot_connect(self._api.base_url, _connect_cause(exc)),
+            raise TokenUnavailable(cannot_connect(self._api.base_url, connect_cause(exc)),
                                    unreachable=True) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TokenUnavailable(f"cannot get an OAuth token from {url}: {_network_message(exc)}") from None
@@ -229,7 +229,7 @@ class ApiClient:
         except aiohttp.ConnectionTimeoutError:  # before asyncio.TimeoutError: a subclass
             return _unreachable(self.api.base_url, "no connection within connect_timeout_seconds")
         except aiohttp.ClientConnectorError as exc:
-            return _unreachable(self.api.base_url, _connect_cause(exc))
+            return _unreachable(self.api.base_url, connect_cause(exc))
         except aiohttp.SocketTimeoutError:
             return _in_doubt("no answer within read_timeout_seconds")
         except TimeoutError:
@@ -249,16 +249,16 @@ def untrusted_certificate(exc: aiohttp.ClientConnectorCertificateError) -> str:
 
 def _unreachable(base_url: str, cause: str) -> Attempt:
     """Nothing reached the API: the message names the host as configured (its real scheme)."""
-    return Attempt(Verdict.NETWORK, message=f"not sent: {_cannot_connect(base_url, cause)}", sent=False,
+    return Attempt(Verdict.NETWORK, message=f"not sent: {cannot_connect(base_url, cause)}", sent=False,
                    unreachable=True)
 
 
-def _cannot_connect(base_url: str, cause: str) -> str:
+def cannot_connect(base_url: str, cause: str) -> str:
     url = URL(base_url)
     return f"cannot connect to {url.scheme}://{url.host}:{url.port} ({cause})"
 
 
-def _connect_cause(exc: aiohttp.ClientConnectorError) -> str:
+def connect_cause(exc: aiohttp.ClientConnectorError) -> str:
     """The OS's reason without aiohttp's wrapping (which says `ssl:default` even for http)."""
     error = exc.os_error
     if isinstance(error, ssl.SSLError):  # its errno is the TLS library's, not the OS's
