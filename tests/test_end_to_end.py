@@ -161,7 +161,7 @@ def test_wrong_password_aborts_after_a_handful_of_requests(tmp_path, sandbox_ser
 
     assert result.exit_code == 3, result.output
     assert "the API refused the credentials 3 times in a row (HTTP 401" in result.output
-    assert "check [api] username and BATCH_UPDATER_PASSWORD" in result.output
+    assert "check [api] username and the password" in result.output
     assert len(customer_puts(server)) <= 8
     summary = json.loads(Path(_summary_path(result.output)).read_text())
     errors, skipped = read_report(summary["reports"]["errors"]), read_report(summary["reports"]["skipped"])

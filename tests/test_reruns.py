@@ -64,7 +64,7 @@ def test_a_wrong_password_aborts_then_the_right_one_finishes_every_row(tmp_path,
     config = write_config(tmp_path, server.url, password="Wr0ng-Secret!", limits={"concurrency": 4})
 
     code, aborted, _ = _run(source, config)
-    assert code == 3 and "check [api] username and BATCH_UPDATER_PASSWORD" in aborted["reason"]
+    assert code == 3 and "check [api] username and the password" in aborted["reason"]
     assert "rows that failed this way, or were not sent, are sent again" in aborted["reason"]
     reports = _reports(aborted)
     assert reports["errors"] and all(r["_http_status"] == "401" and r["_next"] == NEXT_RUN

@@ -107,8 +107,11 @@ class OAuthToken:
             raise RunAborted(f"no OAuth token route at {url} (HTTP {status}): check [api] base_url,"
                              " the cluster's host (e.g. https://eu.api.capillarytech.com)")
         if status != 200 or not token:
-            raise RunAborted(f"OAuth token request refused (HTTP {status}): check [api] username"
-                             " (the OAuth key) and the secret in BATCH_UPDATER_PASSWORD")
+            said = summarise_body(status, raw, response.content_type)
+            message = next((str(e.get("message")) for e in data.get("errors") or [] if isinstance(e, dict)), said)
+            raise RunAborted(f"OAuth token request refused (HTTP {status}): check [api] username (the OAuth"
+                             f" key) and the secret (BATCH_UPDATER_PASSWORD or [api] password_file); the API"
+                             f" said: {message}")
         ttl = float((data.get("data") or {}).get("ttlSeconds") or 300)
         now = self._clock()
         self._token = token

@@ -280,7 +280,8 @@ class WorkerPool:
         if self._auth_failures >= self._limits.auth_failures_to_abort:
             self.abort(f"the API refused the credentials {self._auth_failures} times in a row"
                        f" (HTTP {attempt.http_status}: {attempt.message or 'authentication failed'});"
-                       f" check [api] username and BATCH_UPDATER_PASSWORD, {RERUN_HINT}")
+                       f" check [api] username and the password (BATCH_UPDATER_PASSWORD or [api] password_file),"
+                       f" {RERUN_HINT}")
         return _outcome(payload, attempt, attempts, in_doubt)
 
     def _fatal(self, payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
