@@ -231,3 +231,18 @@ def test_a_suggested_command_carries_the_config_it_was_run_with(tmp_path, sandbo
     result = _cli("run", source, "--config", config)
     assert result.exit_code == 2
     assert f"`batch-updater validate {source} --config {config}`" in result.stderr
+
+
+def test_jobs_tells_a_running_job_from_one_whose_process_died(tmp_path, sandbox_server):
+    import fcntl
+
+    from batch_updater.state.journal import set_status
+
+    config = write_config(tmp_path, sandbox_server().url)
+    _, summary = _run_json(write_csv(tmp_path / "night.csv", ["identifierValue"], [[mobile(1)]]), config)
+    job = Path(summary["reports"]["summary"]).parent.parent
+    set_status(job / "journal.sqlite", "running")  # as a killed run leaves it
+    assert json.loads(_cli("jobs", "--config", config, "--json").stdout)[0]["status"] == "interrupted"
+    with open(job / "lock", "a") as lock:  # a live run holds the lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert json.loads(_cli("jobs", "--config", config, "--json").stdout)[0]["status"] == "running"
