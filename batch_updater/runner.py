@@ -12,7 +12,10 @@ It only orchestrates the stages, top to bottom:
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from .input.columns import ColumnPlan, resolve_headers
 from .input.reader import open_input
 from .input.shards import Shard, ShardedInput
 from .input.source import Source
+from .input.stdin import STDIN, spooled_stdin
 from .outcomes import RowOutcome, Status
 from .output.logs import log, run_context
 from .output.notify import notify
@@ -61,26 +65,39 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
     the rows of one shard; `on_progress` is called every `progress_every` seconds.
     """
     started = datetime.now(UTC)
-    source: Source = open_input(input_path, config.input)
-    plan = resolve_headers(source.headers, dict(config.columns), str(source.path))
-    check_org_fields(plan, config.api, str(source.path))
-    _check_row_count(source, config.input.min_rows)
-    if shard:
-        source = ShardedInput(source, plan, config, shard)
-    screen = screen_input(source, plan, config, dry_run=dry_run)  # max_invalid, duplicates
-    if dry_run:
-        return _dry_run(config, source, plan, started, screen)
-    job = open_job(config, source.path, restart=restart, shard=shard)
-    try:
-        reopened = job.journal.reopen_failed() if retry_failed else 0
-        if job.finished and not reopened:
-            return RunSummary.replayed_from(job.journal.meta()["summary"])
-        facts = RunFacts(str(source.path), job.id, started, resumed=job.resuming or job.finished,
-                         shard=str(shard) if shard else None)
-        watch = ProgressWatch(_progress(config, source), on_progress, progress_every)
-        return _send_job(config, source, plan, screen, job, facts, watch, max_runtime_seconds)
-    finally:
-        job.close()
+    with _input_file(input_path, config) as path:
+        source: Source = open_input(path, config.input)
+        shown = STDIN if str(input_path) == STDIN else str(source.path)  # summary.json's "input"
+        plan = resolve_headers(source.headers, dict(config.columns), str(source.path))
+        check_org_fields(plan, config.api, str(source.path))
+        _check_row_count(source, config.input.min_rows)
+        if shard:
+            source = ShardedInput(source, plan, config, shard)
+        screen = screen_input(source, plan, config, dry_run=dry_run)  # max_invalid, duplicates
+        if dry_run:
+            return _dry_run(config, source, plan, RunFacts(shown, "", started, dry_run=True), screen)
+        job = open_job(config, source.path, restart=restart, shard=shard)
+        try:
+            reopened = job.journal.reopen_failed() if retry_failed else 0
+            if job.finished and not reopened:
+                return RunSummary.replayed_from(job.journal.meta()["summary"])
+            facts = RunFacts(shown, job.id, started, resumed=job.resuming or job.finished,
+                             shard=str(shard) if shard else None)
+            watch = ProgressWatch(_progress(config, source), on_progress, progress_every)
+            return _send_job(config, source, plan, screen, job, facts, watch, max_runtime_seconds)
+        finally:
+            job.close()
+
+
+@contextmanager
+def _input_file(input_path: str | Path, config: Config) -> Iterator[Path]:
+    """The file to read: `input_path`, or for "-" standard input, spooled to a private
+    temporary file in the output folder (the readers read a file more than once)."""
+    if str(input_path) != STDIN:
+        yield Path(input_path)
+        return
+    with spooled_stdin(sys.stdin.buffer, Path(config.output.dir)) as path:
+        yield path
 
 
 def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassFindings | None, job: Job,
@@ -125,15 +142,15 @@ def _progress(config: Config, source: Source) -> Progress:
     return Progress(source.row_count, limit_per_minute(config))  # the CSV reader counts rows while checking
 
 
-def _dry_run(config: Config, source: Source, plan: ColumnPlan, started: datetime,
+def _dry_run(config: Config, source: Source, plan: ColumnPlan, facts: RunFacts,
              screen: PrePassFindings | None = None) -> RunSummary:
     job_id = job_identity(source.path, config)
-    folder = _run_folder(job_folder(config, source.path, job_id), "dry-run", started)
+    facts = replace(facts, job_id=job_id)
+    folder = _run_folder(job_folder(config, source.path, job_id), "dry-run", facts.started)
     with Journal(folder / "journal.sqlite") as journal:
         sent = asyncio.run(_preview(prepare_chunks(source, plan, config, screen), journal,
                                     folder / "preview.jsonl", config))
-        return _finish(config, source, journal, folder, sent,
-                       RunFacts(str(source.path), job_id, started, dry_run=True))
+        return _finish(config, source, journal, folder, sent, facts)
 
 
 async def _preview(chunks: Iterator[PreparedChunk], journal: Journal, path: Path, config: Config) -> SendResult:

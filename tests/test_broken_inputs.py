@@ -403,9 +403,9 @@ def test_a_config_that_is_not_toml(tmp_path):
 def test_an_output_folder_that_cannot_be_made(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    message = error_of(tmp_path, CORPUS / "header_only.csv", "--output-dir", str(blocker / "reports"))
+    message = error_of(tmp_path, CORPUS / "semicolons.csv", "--output-dir", str(blocker / "reports"))
     assert re.fullmatch(rf"cannot create the output folder {re.escape(str(blocker))}/reports/"
-                        r"header_only-\w+/dry-run-\w+ \(Not a directory\); choose another with"
+                        r"semicolons-\w+/dry-run-\w+ \(Not a directory\); choose another with"
                         r" --output-dir", message), message
 
 

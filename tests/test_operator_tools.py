@@ -246,3 +246,27 @@ def test_jobs_tells_a_running_job_from_one_whose_process_died(tmp_path, sandbox_
     with open(job / "lock", "a") as lock:  # a live run holds the lock
         fcntl.flock(lock, fcntl.LOCK_EX)
         assert json.loads(_cli("jobs", "--config", config, "--json").stdout)[0]["status"] == "running"
+
+
+def test_standard_input_is_read_as_a_file_and_the_same_content_continues_its_job(tmp_path, sandbox_server):
+    server = sandbox_server()
+    config = write_config(tmp_path, server.url)
+    content = write_csv(tmp_path / "export.csv", ["identifierValue", "firstName"],
+                        [[mobile(i), f"N{i}"] for i in range(5)] + [["12", "bad"]]).read_bytes()
+    first = CliRunner().invoke(main, ["run", "-", "--config", str(config), "--json"], input=content)
+    assert first.exit_code == 1, first.output
+    summary = json.loads(first.stdout)
+    assert (summary["input"], summary["success"], summary["errors"]) == ("-", 5, 1)
+    assert Path(summary["reports"]["summary"]).parent.parent.name == f"stdin-{summary['job_id']}"
+    assert [r["identifierValue"] for r in read_report(summary["reports"]["success"])] == [mobile(i) for i in range(5)]
+    assert not list((tmp_path / "out").glob(".stdin-*"))  # the spooled copy is gone
+
+    again = CliRunner().invoke(main, ["run", "-", "--config", str(config), "--json"], input=content)
+    replay = json.loads(again.stdout)
+    assert replay["job_id"] == summary["job_id"] and replay["replayed"] is True
+    assert len(server.state.requests) == 5
+
+    checked = CliRunner().invoke(main, ["validate", "-", "--output-dir", str(tmp_path / "v"), "--json"], input=content)
+    assert json.loads(checked.stdout)["validation_errors"] == 1
+    empty = CliRunner().invoke(main, ["run", "-", "--config", str(config)], input=b"")
+    assert empty.exit_code == 2 and "standard input is empty" in empty.stderr

@@ -30,7 +30,7 @@ def test_a_file_worse_than_the_limit_sends_nothing_and_exits_2(tmp_path, sandbox
         f"batch-updater: error: {source}: 2 of 4 rows are invalid, more than max_invalid = {limit}, so"
         f' nothing was sent. First problems: row 3: identifierValue "12" {MOBILE_ERROR}; row 4:'
         ' loyaltyType "gold" is not loyalty or non_loyalty. Run `batch-updater validate'
-        f" {source}` for every problem in errors.csv, fix the file and run again\n")
+        f" {source} --config {config}` for every problem in errors.csv, fix the file and run again\n")
     assert customer_puts(server) == []
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("success.csv"))
 

@@ -39,6 +39,7 @@ _CHANNELS = _lower_map(CHANNEL_TYPES)
 _CHANNEL_ATTRIBUTES = _lower_map(CHANNEL_ATTRIBUTES)
 _IDENTIFIERS = _lower_map(IDENTIFIER_TYPES)
 _ENROLMENT = _lower_map(ENROLMENT_ATTRIBUTES)
+_FAMILIES = _lower_map(("fields", "extendedFields", "identifiers", "commChannels", "loyaltyProgramEnrollments"))
 
 
 def canonical_name(name: str) -> str | None:
@@ -159,10 +160,24 @@ def _delimiter_hint(header: str) -> str:
 
 
 def _closest(name: str) -> str:
+    fixed = _fixed_family(name)
+    if fixed:
+        return f" (did you mean {fixed}?)"
     known = {example.lower(): example for example in _known_examples()}
     squeezed = name.lower().replace(" ", "").replace("_", "")
     close = difflib.get_close_matches(squeezed, list(known), n=1, cutoff=0.6)
     return f" (did you mean {known[close[0]]}?)" if close else ""
+
+
+def _fixed_family(name: str) -> str | None:
+    """'feilds.city' -> 'fields.city': a misspelt family (the part before the first dot) with
+    a valid rest, which whole-name matching misses (fields.<name> stands for any name)."""
+    family, dot, rest = name.strip().partition(".")
+    if not dot or family.lower() in _FAMILIES:
+        return None
+    squeezed = family.lower().replace(" ", "").replace("_", "")
+    close = difflib.get_close_matches(squeezed, list(_FAMILIES), n=1, cutoff=0.7)
+    return canonical_name(f"{_FAMILIES[close[0]]}.{rest}") if close else None
 
 
 def _duplicate_messages(headers: list[str], canonical: list[str | None]) -> list[str]:

@@ -32,8 +32,17 @@ HEADER_LIMIT = 1000  # characters in one header cell: a longer one is a quoting 
 CFB_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # OLE container: .xls, or an encrypted workbook
 ZIP_SIGNATURE = b"PK\x03\x04"
 _GUARDED = re.compile(rb"'[=+\-@\t\r]")  # a csvsafe apostrophe (the last of several, too)
+GZIP_SIGNATURE = b"\x1f\x8b"
 # Bytes that text never holds (not tab, line feed, form feed or carriage return).
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
+# Characters that text decoded from UTF-16/32 never holds: controls, private use, U+FFFD
+# (where bytes did not decode) and non-characters. Random bytes decode to >10% of them.
+_NOT_TEXT_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ue000-\uf8ff\ufffd-\uffff]")
+_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# Binary formats, by their first bytes, for a message saying what the file is.
+_MAGIC = {b"%PDF": "a PDF document", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image",
+          b"GIF8": "a GIF image", b"7z\xbc\xaf": "a 7-Zip archive", b"Rar!": "a RAR archive",
+          b"\xfd7zXZ": "an xz archive", b"SQLite format 3\x00": "an SQLite database"}
 
 
 class CsvInput:
@@ -69,16 +78,15 @@ class CsvInput:
         except (OSError, EOFError) as exc:
             raise InputError(f"{self.path}: cannot read ({_reason(exc)}); if it is not gzip-compressed,"
                              " rename it without .gz") from None
-        if self._wide:
-            return  # UTF-16/32 text is full of NUL bytes
-        problem = _not_text(head, self.path)
+        # UTF-16/32 text is full of NUL bytes: given such an encoding, judge the text it decodes to.
+        problem = _not_text(head, self.path, self.encoding if self._wide else None)
         if problem:
             raise InputError(f"{self.path}: {problem}")
 
     @property
     def _wide(self) -> bool:
         """UTF-16 or UTF-32: ASCII characters are not single bytes."""
-        return any(mark in self.encoding.lower().replace("-", "").replace("_", "") for mark in ("16", "32"))
+        return codecs.lookup(self.encoding).name.startswith(("utf-16", "utf-32"))
 
     def _open_text(self) -> IO[str]:
         return io.TextIOWrapper(self._open_raw(), encoding=self.encoding, newline="")
@@ -304,31 +312,96 @@ def _delimiter(text: str) -> str:
     return value
 
 
-def _not_text(head: bytes, path: Path) -> str | None:
-    """Why the first bytes of a file are not CSV text, or None when they may be."""
-    suffix = path.suffix.lower()
+def workbook_suffix(head: bytes) -> str | None:
+    """The suffix of the workbook that starts with these bytes (.xlsx, .ods or .xls), or None.
+    A zip's first entry names are in its first bytes: an xlsx has [Content_Types].xml and xl/."""
     if head.startswith(ZIP_SIGNATURE):
-        return ("this is a zip archive (an .xlsx workbook?), not CSV text: give a workbook its"
-                " .xlsx suffix, or export the sheet as CSV")
+        if b"[Content_Types].xml" in head or b"xl/" in head:
+            return ".xlsx"
+        return ".ods" if b"application/vnd.oasis.opendocument.spreadsheet" in head else None
+    if head.startswith(CFB_SIGNATURE):  # Office saves an encrypted .xlsx in this container too
+        return ".xlsx" if "EncryptedPackage".encode("utf-16-le") in head else ".xls"
+    return None
+
+
+def _not_text(head: bytes, path: Path, encoding: str | None = None) -> str | None:
+    """Why the first bytes of a file are not CSV text, or None when they may be. `encoding`:
+    the UTF-16/32 encoding given, whose text is judged by its characters, not its bytes."""
+    workbook = workbook_suffix(head)
+    if head.startswith(ZIP_SIGNATURE):
+        if workbook == ".xlsx":
+            return ("this is a zip archive (an .xlsx workbook?), not CSV text: give a workbook its"
+                    " .xlsx suffix, or export the sheet as CSV")
+        if workbook == ".ods":
+            return "this looks like an OpenDocument spreadsheet, not CSV text: give it its .ods suffix"
+        return "this is a zip archive, not CSV text: unzip it, or export the data as CSV"
     if head.startswith(CFB_SIGNATURE):
-        return ("this is an Office document (an .xls workbook, or a password-protected one), not CSV"
-                " text: save it as .xlsx without a password, or export the sheet as CSV")
-    if head.startswith(b"\x1f\x8b") and suffix != ".gz":
+        if workbook == ".xls":
+            return "this looks like an old Excel .xls workbook, not CSV text: give it its .xls suffix"
+        return ("this is a password-protected (encrypted) workbook, not CSV text: remove the password"
+                " in the spreadsheet program and save it as .xlsx, or export the sheet as CSV")
+    if head.startswith(GZIP_SIGNATURE) and path.suffix.lower() != ".gz":
         return "this file is gzip-compressed: give it a .gz suffix (e.g. customers.csv.gz)"
     if head.startswith(b"%PDF"):
         return "this is a PDF document, not CSV text: export the data as CSV"
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return f"this is {kind}, not CSV text: check that it is the exported CSV file"
+    binary = (f"this is binary data, not CSV text (control bytes such as NUL in its first {len(head):,}"
+              " bytes): check that it is the exported CSV file")
+    if encoding is not None:
+        wide = _wide_encoding(head, loose=True)  # what the bytes are, if UTF-16/32 text at all
+        if not head or wide == codecs.lookup(encoding).name:
+            return None
+        return _wide_hint(wide) if wide else _not_text(head, path) or (
+            f"this is not {encoding.upper()} text: leave out --encoding {encoding}, or pass the file's own"
+            " encoding (e.g. latin-1)")
     if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:15].lower().startswith((b"<!doctype html", b"<html")):
         return ("this is a web page (HTML), not CSV text: a sign-in or error page saved instead of"
                 " the export? Download the file again")
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "this is UTF-16 text: pass --encoding utf-16"
-    if len(head) >= 4 and head[1::2].count(0) > len(head) // 4:
-        return "this looks like UTF-16 text without a byte-order mark: pass --encoding utf-16-le"
+    wide = _wide_encoding(head)
+    if wide:
+        return _wide_hint(wide)
     control = len(head) - len(head.translate(None, _CONTROL))
     if control > max(8, len(head) // 100):
-        return ("this is binary data, not CSV text (control bytes such as NUL in its first"
-                f" {len(head):,} bytes): check that it is the exported CSV file")
+        return binary
     return None
+
+
+def _wide_hint(encoding: str) -> str:
+    if encoding in ("utf-16", "utf-32"):
+        return f"this is {encoding.upper()} text: pass --encoding {encoding}"
+    return f"this looks like {encoding[:6].upper()} text without a byte-order mark: pass --encoding {encoding}"
+
+
+def _wide_encoding(head: bytes, loose: bool = False) -> str | None:
+    """The UTF-16/32 encoding these bytes are text in, when a byte-order mark or the place of
+    their NUL bytes says which and the characters they decode to are text."""
+    if head.startswith(_BOMS[:2]):  # before UTF-16's, which starts UTF-32-LE's: FF FE 00 00
+        candidates = ["utf-32"]
+    elif head.startswith(_BOMS[2:]):
+        candidates = ["utf-16"]
+    else:
+        candidates = [name for name in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+                      if _in_byte_order(head, name, loose)]
+    return next((name for name in candidates if _reads_as_text(head, name)), None)
+
+
+def _in_byte_order(head: bytes, name: str, loose: bool) -> bool:
+    """Are the NUL bytes where `name` puts an ASCII character's zero bytes (a CSV's delimiters,
+    line ends and digits): for most characters, or with `loose`, more than elsewhere (a file said
+    to be in `name`, whose text may be mostly CJK)?"""
+    newline = "\n".encode(name)
+    width, low = len(newline), newline.index(b"\n")
+    zeros = [head[k::width].count(0) for k in range(width)]
+    high = min(count for k, count in enumerate(zeros) if k != low)
+    return high > zeros[low] if loose else high > len(head) // width // 2
+
+
+def _reads_as_text(head: bytes, encoding: str) -> bool:
+    """Do these bytes decode to text (a character cut at the end of the block is no error)?"""
+    text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head)
+    return len(_NOT_TEXT_CHARS.findall(text)) <= max(8, len(text) // 100)
 
 
 def _sniff_delimiter(sample: str) -> str:

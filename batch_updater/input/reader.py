@@ -5,7 +5,8 @@ typing happens in validation. Row numbers are what a spreadsheet user sees: the
 header is row 1, so the first data row is row 2. `open_input` picks the reader:
 csv_file.CsvInput (any delimiter, sniffed; any encoding; .gz) or excel_file.ExcelInput
 (.xlsx, .xlsm, .xlsb, .xls, .ods). Broken files get one clear line (InputError) before
-anything is sent, never a traceback.
+anything is sent, never a traceback. Standard input is first copied into a file named by its
+content (stdin.spooled_stdin).
 """
 
 from __future__ import annotations
