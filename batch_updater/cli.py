@@ -450,13 +450,16 @@ def _latest_run(folder: Path) -> Path:
 @click.option("--customers", default=10_000, show_default=True, type=int, help="Seeded customers.")
 @click.option("--customers-csv", type=click.Path(exists=True, dir_okay=False), help="Load customers from a CSV.")
 @click.option("--rate-limit", type=int, help="Strict rolling-window limit per credential.")
-@click.option("--rate-window", default=60.0, show_default=True, type=float, help="Window of --rate-limit, seconds.")
+@click.option("--create-rate-limit", type=int,
+              help="Strict rolling-window limit per credential for adds (POST /v2/customers), apart from --rate-limit.")
+@click.option("--rate-window", default=60.0, show_default=True, type=float,
+              help="Window of --rate-limit and --create-rate-limit, seconds.")
 @click.option("--latency-ms", default=0.0, show_default=True, type=float, help="Added to every answer.")
 @click.option("--token-ttl", default=300.0, show_default=True, type=float, help="OAuth token lifetime, seconds.")
 @click.option("--fault-5xx", default=0.0, show_default=True, type=float, help="Share of 502/503/504 answers.")
 @click.option("--fault-drop", default=0.0, show_default=True, type=float, help="Share of dropped connections.")
 @click.option("--no-record", is_flag=True, help="Do not keep the request record (long benchmarks).")
-def sandbox(host, port, customers, customers_csv, rate_limit, rate_window, latency_ms, token_ttl,
+def sandbox(host, port, customers, customers_csv, rate_limit, create_rate_limit, rate_window, latency_ms, token_ttl,
             fault_5xx, fault_drop, no_record) -> None:
     """Run the built-in Capillary-compatible API server (for demos, tests and benchmarks).
 
@@ -474,6 +477,7 @@ def sandbox(host, port, customers, customers_csv, rate_limit, rate_window, laten
     settings = SandboxSettings(
         host=host, port=port, customers=customers, customers_csv=customers_csv,
         rate_limit=RateLimit(rate_limit, rate_window) if rate_limit else None,
+        create_rate_limit=RateLimit(create_rate_limit, rate_window) if create_rate_limit else None,
         latency_seconds=latency_ms / 1000, token_ttl_seconds=token_ttl, record=not no_record,
         faults=Faults(error_502=third, error_503=third, error_504=third, drop_before=fault_drop),
     )

@@ -70,6 +70,8 @@ SETTINGS: dict[tuple[str, str], Setting] = {
                                   help="PEM file of the CA certificates to trust (a private CA or a TLS proxy)"),
     ("api", "verify_tls"): Setting("bool", True,
                                    help="false (or --insecure) turns certificate checks off, with a warning"),
+    ("api", "mode"): Setting("choice", "update", ("update", "upsert"),
+                             help="upsert: a customer the update cannot find (8015) is added (POST /v2/customers)"),
     ("api", "fail_on_warnings"): Setting("bool", False,
                                          help="an update the API applied with warnings counts as an error (exit 1)"),
     ("api", "already_enrolled"): Setting("choice", "error", ("error", "success"),
@@ -96,6 +98,9 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("limits", "max_attempts"): Setting("int", 5, minimum=1),
     ("limits", "auth_failures_to_abort"): Setting("int", 3, minimum=1),
     ("limits", "consecutive_failures_to_abort"): Setting("int", 50, minimum=1),
+    ("limits.create", "rate_per_minute"): Setting("int", 100, minimum=1,
+                                                  help="the Add Customer API's own limit (upsert mode)"),
+    ("limits.create", "window_seconds"): Setting("float", 60.0, minimum=0.01),
     ("output", "dir"): Setting("path", "reports"),
     ("output", "mask_identifiers"): Setting("bool", False, help="mask identifiers in success.csv and skipped.csv"),
     ("state", "path"): Setting("path", help="state store for --only-changed; default <output dir>/state.sqlite"),
@@ -130,6 +135,7 @@ class ApiSettings:
     use_async: bool
     ca_bundle: Path | None = None
     verify_tls: bool = True
+    mode: str = "update"              # or "upsert": add the customers the update cannot find
     fail_on_warnings: bool = False
     already_enrolled: str = "error"
     extended_fields: tuple[str, ...] | None = None  # None: any name (the org's list is not known)
@@ -152,6 +158,14 @@ class LimitSettings:
     read_timeout_seconds: float | None = None
     backoff_base_seconds: float = 0.5
     backoff_cap_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class CreateLimitSettings:
+    """[limits.create]: the Add Customer API's budget, apart from the update's."""
+
+    rate_per_minute: int = 100
+    window_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +209,7 @@ class Config:
     columns: Mapping[str, str] = field(default_factory=dict)
     notify: NotifySettings = field(default_factory=lambda: NotifySettings(None))
     state: StateSettings = field(default_factory=lambda: StateSettings(None, False))
+    create_limits: CreateLimitSettings = field(default_factory=CreateLimitSettings)
 
     @property
     def state_path(self) -> Path:
@@ -210,7 +225,7 @@ class Config:
     def public_dict(self) -> dict[str, Any]:
         """The settings without the secret, for summary.json and logs."""
         out: dict[str, Any] = {}
-        for section in ("api", "limits", "output", "input", "state"):
+        for section in ("api", "limits", "create_limits", "output", "input", "state"):
             values = getattr(self, section).__dict__
             out[section] = {k: (str(v) if isinstance(v, Path) else v)
                             for k, v in values.items() if k != "password"}
@@ -243,15 +258,16 @@ def load_config(path: str | os.PathLike | None = None, *,
             values[(section, key)] = value
             origin[(section, key)] = f"{path} [{section}] {key}"
     for (section, key) in SETTINGS:
-        env_name = f"{ENV_PREFIX}{section}_{key}".upper()
+        env_name = f"{ENV_PREFIX}{section}_{key}".upper().replace(".", "_")
         if env_name in environ:
             values[(section, key)] = environ[env_name]
             origin[(section, key)] = env_name
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            key = tuple(dotted.split(".", 1))
-            values[key] = value
-            origin[key] = "--" + key[1].replace("_", "-")
+            section, name = dotted.rsplit(".", 1)  # "limits.create.rate_per_minute": a sub-table's key
+            values[(section, name)] = value
+            sub = section.partition(".")[2]
+            origin[(section, name)] = "--" + (f"{sub}-" if sub else "") + name.replace("_", "-")
 
     typed = {key: _coerce(SETTINGS[key], values[key], origin[key], problems, required=sending)
              for key in SETTINGS if (key in values)}
@@ -271,6 +287,7 @@ def load_config(path: str | os.PathLike | None = None, *,
         input=InputSettings(**_section(typed, "input"), types=types),
         notify=NotifySettings(**_section(typed, "notify")),
         state=StateSettings(**_section(typed, "state")),
+        create_limits=CreateLimitSettings(**_section(typed, "limits.create")),
         columns=columns,
         warnings=tuple(warnings),
         path=Path(path) if path else None,
@@ -290,6 +307,7 @@ def _read_toml(path: Path, problems: list[str], warnings: list[str]) -> dict[str
         problems.append(f"{path}: not valid TOML ({exc})")
         return None
     known_sections = {s for s, _ in SETTINGS} | set(TABLES)
+    _flatten_subtables(raw, known_sections)
     for section, table in list(raw.items()):
         if section not in known_sections or not isinstance(table, dict):
             problems.append(f"{path}: unknown section [{section}]"
@@ -307,6 +325,16 @@ def _read_toml(path: Path, problems: list[str], warnings: list[str]) -> dict[str
         warnings.append(f"{path} holds a password and is readable by other users:"
                         f" run chmod 600 {shlex.quote(str(path))}")
     return raw
+
+
+def _flatten_subtables(raw: dict[str, Any], known_sections: set[str]) -> None:
+    """[limits.create] arrives as raw["limits"]["create"]: make it a section of its own."""
+    for section, table in list(raw.items()):
+        if not isinstance(table, dict):
+            continue
+        for key, value in list(table.items()):
+            if isinstance(value, dict) and f"{section}.{key}" in known_sections:
+                raw[f"{section}.{key}"] = table.pop(key)
 
 
 def _readable_by_others(path: Path) -> bool:

@@ -35,3 +35,18 @@ class Payload(NamedTuple):
     row: int
     lookup: Lookup
     body: dict[str, Any]
+
+
+def add_body(payload: Payload) -> dict[str, Any]:
+    """The Add Customer API's body: the update's, with the lookup identifier among
+    profiles[0].identifiers (an add needs the customer's identifiers; the update's
+    query carried it instead). The update's body is left as it is."""
+    lookup = payload.lookup
+    body = dict(payload.body)
+    profiles = [dict(profile) for profile in body.get("profiles") or [{}]]
+    identifiers = list(profiles[0].get("identifiers") or [])
+    if not any(entry.get("type") == lookup.identifier_name for entry in identifiers):
+        identifiers.insert(0, {"type": lookup.identifier_name, "value": lookup.identifier_value})
+    profiles[0]["identifiers"] = identifiers
+    body["profiles"] = profiles
+    return body

@@ -1,5 +1,5 @@
-"""A built-in server that behaves like Capillary's "Update Customer Details" API
-(docs/api.md), with configurable business errors, rate limits and faults.
+"""A built-in server that behaves like Capillary's "Update Customer Details" and "Add
+Customer" APIs (docs/api.md), with configurable business errors, rate limits and faults.
 
 Independent of the client code: nothing here imports from the rest of batch_updater.
 """

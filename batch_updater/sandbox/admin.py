@@ -25,8 +25,8 @@ async def requests_route(request: web.Request) -> web.Response:
 
 
 async def stats_route(request: web.Request) -> web.Response:
-    """Counts per status and outcome, and each credential's busiest rolling window
-    (its length from ?window=, else the rate limit's)."""
+    """Counts per status and outcome, and each credential's busiest rolling window of
+    updates and of adds (its length from ?window=, else each rate limit's)."""
     window = request.query.get("window")
     return _json(request.app["state"].stats(float(window) if window else None))
 

@@ -1,11 +1,12 @@
 """The org's customers: derived on demand from their index (or loaded from a CSV), with
-only the customers an update touched kept in memory, so a million seeded customers cost
-nothing until they change."""
+only the customers an update touched or an add created kept in memory, so a million seeded
+customers cost nothing until they change."""
 
 from __future__ import annotations
 
 import copy
 import csv
+import itertools
 import re
 
 FIRST_ID = 100_000
@@ -31,6 +32,7 @@ class SeededCustomers:
 
     def __init__(self, count: int):
         self.count = count
+        self.next_id = FIRST_ID + count  # the id an add gives next
 
     def find(self, name: str, value: str) -> int | None:
         pattern, fmt = SEED_FORMATS[name]
@@ -61,6 +63,7 @@ class CsvCustomers:
         with open(path, newline="", encoding="utf-8-sig") as f:
             for row in csv.DictReader(f):
                 self._add({k: (v or None) for k, v in row.items()})
+        self.next_id = max(self._by_id, default=FIRST_ID - 1) + 1
 
     def _add(self, row: dict) -> None:
         customer = new_customer(int(row["id"]), row["mobile"], row["email"], row["externalId"],
@@ -78,7 +81,7 @@ class CsvCustomers:
 
 
 class CustomerStore:
-    """Looks customers up and keeps the ones that updates changed.
+    """Looks customers up, keeps the ones that updates changed and adds the new ones.
 
     Lookups use the identifiers the customer was created with: an update's new identifiers
     are stored on the customer but do not re-key it.
@@ -87,9 +90,12 @@ class CustomerStore:
     def __init__(self, source: SeededCustomers | CsvCustomers):
         self._source = source
         self._changed: dict[int, dict] = {}
+        self._added: dict[tuple[str, str], int] = {}  # (identifierName, value) -> id
+        self._ids = itertools.count(source.next_id)
 
     def find(self, name: str, value: str) -> int | None:
-        return self._source.find(name, value)
+        found = self._source.find(name, value)
+        return found if found is not None else self._added.get((name, value))
 
     def __contains__(self, customer_id: int) -> bool:
         return customer_id in self._changed or self._source.get(customer_id) is not None
@@ -102,9 +108,33 @@ class CustomerStore:
     def put(self, customer: dict) -> None:
         self._changed[customer["id"]] = customer
 
+    def new_id(self) -> int:
+        return next(self._ids)
+
+    def add(self, customer: dict) -> None:
+        """Stores a new customer, found from now on by its mobile, email and externalId."""
+        self.put(customer)
+        for key in lookup_keys(customer):
+            self._added[key] = customer["id"]
+
     @property
     def changed_count(self) -> int:
         return len(self._changed)
+
+
+def lookup_keys(customer: dict) -> set[tuple[str, str]]:
+    """The (identifierName, value) pairs that find the customer."""
+    return {(name, customer[name]) for name in SEED_FORMATS if customer[name]}
+
+
+def created(customer_id: int, identifiers: list[tuple[str, str]], body: dict,
+            extended_fields: tuple[str, ...]) -> dict:
+    """A new customer from a (validated) add body; a loyalty customer unless it says not,
+    like the seeded ones (what Capillary does without loyaltyInfo is not documented)."""
+    found_by = dict(identifiers)
+    customer = new_customer(customer_id, found_by.get("mobile"), found_by.get("email"),
+                            found_by.get("externalId"), "loyalty", None, None)
+    return merge(customer, body, extended_fields)
 
 
 def merge(customer: dict, body: dict, extended_fields: tuple[str, ...]) -> dict:

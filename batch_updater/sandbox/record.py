@@ -26,6 +26,7 @@ class RecordedRequest:
     outcome: str
     admitted: bool = False  # passed the rate limit, so it counts in the credential's window
     answered: float = 0.0   # time.monotonic() when the answer goes out (after any latency)
+    budget: str = "update"  # the rate limit it counts against: "update", or "create" (adds)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -40,7 +41,7 @@ class Recorder:
         self.statuses: Counter[int] = Counter()
         self.outcomes: Counter[str] = Counter()
         self.applied = 0
-        self._admitted: dict[str, array] = defaultdict(lambda: array("d"))
+        self._admitted: dict[tuple[str, str], array] = defaultdict(lambda: array("d"))
 
     def add(self, record: RecordedRequest) -> None:
         self.statuses[record.status] += 1
@@ -48,20 +49,26 @@ class Recorder:
         self.applied += record.applied
         if record.admitted:
             assert record.credential is not None  # the rate limit admits only authenticated requests
-            self._admitted[record.credential].append(record.started)
+            self._admitted[record.budget, record.credential].append(record.started)
         if self._keep:
             self.requests.append(record)
 
     def since(self, seq: int) -> list[RecordedRequest]:
         return [r for r in self.requests if r.seq > seq]
 
-    def stats(self, window_seconds: float) -> dict:
+    def stats(self, window_seconds: float, create_window_seconds: float) -> dict:
         return {
             "requests": sum(self.statuses.values()),
             "applied": self.applied,
             "statuses": {str(status): n for status, n in sorted(self.statuses.items())},
             "outcomes": dict(sorted(self.outcomes.items())),
             "window_seconds": window_seconds,
-            "max_in_window": {credential: max_in_window(starts, window_seconds)
-                              for credential, starts in self._admitted.items()},
+            "max_in_window": self._busiest("update", window_seconds),
+            "create_window_seconds": create_window_seconds,
+            "create_max_in_window": self._busiest("create", create_window_seconds),
         }
+
+    def _busiest(self, budget: str, window_seconds: float) -> dict[str, int]:
+        """Each credential's most admitted requests of the budget in any window."""
+        return {credential: max_in_window(starts, window_seconds)
+                for (kind, credential), starts in self._admitted.items() if kind == budget}

@@ -66,6 +66,9 @@ class SandboxSettings:
     processing_seconds: float = 0.0
     latency_seconds: float = 0.0
     rate_limit: RateLimit | None = None
+    # The Add Customer API (POST /v2/customers) has its own budget per credential, apart
+    # from the update's: Capillary's EU defaults are 100/min for adds, 50/min for updates.
+    create_rate_limit: RateLimit | None = None
     faults: Faults = field(default_factory=Faults)
     seed: int = 0
     record: bool = True

@@ -9,7 +9,11 @@ from .auth import Authenticator
 from .customers import CsvCustomers, CustomerStore, SeededCustomers
 from .ratelimit import RollingWindow
 from .record import RecordedRequest, Recorder
-from .settings import Faults, SandboxSettings
+from .settings import Faults, RateLimit, SandboxSettings
+
+# A customer being processed is busy by its id and by each identifier that finds it, so
+# that an add (which has no id yet) and an update of the same customer collide.
+BusyKey = int | tuple[str, str]
 
 
 class SandboxState:
@@ -21,10 +25,10 @@ class SandboxState:
         source = (CsvCustomers(settings.customers_csv) if settings.customers_csv
                   else SeededCustomers(settings.customers))
         self.customers = CustomerStore(source)
-        limit = settings.rate_limit
-        self.limiter = RollingWindow(limit.limit, limit.window_seconds) if limit else None
+        self.limiter = _rolling_window(settings.rate_limit)
+        self.create_limiter = _rolling_window(settings.create_rate_limit)
         self.recorder = Recorder(keep=settings.record)
-        self.busy: set[int] = set()  # customers whose update is being processed
+        self.busy: set[BusyKey] = set()  # customers whose update or add is being processed
         self._rng = random.Random(settings.seed)
         self._seq = itertools.count(1)
 
@@ -49,12 +53,32 @@ class SandboxState:
     def draw_fault(self) -> str | None:
         return self.faults.pick(self._rng.random())
 
-    def throttle(self, credential: str, now: float) -> float | None:
-        """None if the rate limit admits the request, else the seconds until it would."""
-        return self.limiter.admit(credential, now) if self.limiter else None
+    def throttle(self, credential: str, now: float, budget: str = "update") -> float | None:
+        """None if the budget's rate limit ("update" or "create") admits the request, else
+        the seconds until it would."""
+        limiter = self.create_limiter if budget == "create" else self.limiter
+        return limiter.admit(credential, now) if limiter else None
+
+    def hold(self, keys: set[BusyKey]) -> bool:
+        """Marks the keys busy; False, marking nothing, if one of them already is."""
+        if not self.busy.isdisjoint(keys):
+            return False
+        self.busy |= keys
+        return True
+
+    def release(self, keys: set[BusyKey]) -> None:
+        self.busy -= keys
 
     def stats(self, window_seconds: float | None = None) -> dict:
-        """Counts from the record; the window defaults to the rate limit's (else a minute)."""
-        if window_seconds is None:
-            window_seconds = self.limiter.window_seconds if self.limiter else 60.0
-        return self.recorder.stats(window_seconds)
+        """Counts from the record; each budget's window defaults to its rate limit's (else
+        a minute)."""
+        def window(limiter: RollingWindow | None) -> float:
+            if window_seconds is not None:
+                return window_seconds
+            return limiter.window_seconds if limiter else 60.0
+
+        return self.recorder.stats(window(self.limiter), window(self.create_limiter))
+
+
+def _rolling_window(limit: RateLimit | None) -> RollingWindow | None:
+    return RollingWindow(limit.limit, limit.window_seconds) if limit else None

@@ -4,7 +4,9 @@ Where Capillary's code is not public, the sandbox uses:
 - 10002 ("update failed") for a body that is not a JSON object of the documented shape
   (sent with HTTP 400) and for a loyaltyType other than loyalty/non_loyalty (sent with the
   business error status);
-- 1216 "Customer is already enrolled in program <id>" for a repeated enrolment.
+- 1216 "Customer is already enrolled in program <id>" for a repeated enrolment;
+- 1007 for an add without a mobile, email or externalId identifier (the code v1.1's
+  customer/add documents for that).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ CHANNEL_TYPES = frozenset({"mobile", "email", "wechat", "ios", "android", "line"
 PUSH_SOURCES = frozenset({"MOBILE_APP", "INSTORE", "MARTJACK", "ECOMMERCE", "WEBSITE"})
 IDENTIFIER_TYPES = frozenset({"mobile", "email", "externalId", "wechat", "martjackId", "fbId",
                               "tmall_uname", "cuid", "ali_uname", "jd_uname", "vip_uname", "line"})
-MOBILE = re.compile(r"\d{8,15}")
+# One rule for every mobile, the client's too (rows/checks.py): ASCII digits with the country code.
+MOBILE = re.compile(r"\d{8,15}", re.ASCII)
 
 # The body's documented shape: a type, a dict of keys to shapes, or [item shape].
 BODY_SHAPE = {
@@ -34,16 +37,17 @@ BODY_SHAPE = {
 Problem = tuple[int, str]  # (error code, message)
 
 
-def query_problem(query: Mapping[str, str], by_id: bool) -> Problem | None:
-    """The first problem with a route's query string; the by-id route needs only source."""
-    required = ("source",) if by_id else ("source", "identifierName", "identifierValue")
+def query_problem(query: Mapping[str, str], lookup: bool) -> Problem | None:
+    """The first problem with a route's query string; only the lookup routes need
+    identifierName and identifierValue (the by-id route and the add need only source)."""
+    required = ("source", "identifierName", "identifierValue") if lookup else ("source",)
     missing = [name for name in required if not query.get(name)]
     if missing:
         return 11013, f"Missing required parameter(s): {', '.join(missing)}"
     source = query["source"]
     if source not in SOURCES:
         return 8003, f"Invalid source '{source}'"
-    if not by_id and query["identifierName"] not in IDENTIFIER_NAMES:
+    if lookup and query["identifierName"] not in IDENTIFIER_NAMES:
         return 8013, f"Invalid identifier name '{query['identifierName']}'"
     if source in MULTI_ACCOUNT_SOURCES and not query.get("accountId"):
         return 8045, f"accountId is required for source {source}"
@@ -62,6 +66,26 @@ def shape_problem(body: object, shape: object = BODY_SHAPE, path: str = "body") 
     if isinstance(shape, dict):
         return next(filter(None, (shape_problem(body[key], sub, f"{path}.{key}")
                                   for key, sub in shape.items() if key in body)), None)
+    return None
+
+
+def create_identifiers(body: dict) -> list[tuple[str, str]]:
+    """profiles[0]'s identifiers that find a customer (mobile, email, externalId), as
+    (type, value) pairs: an add must carry one, and they are the new customer's keys."""
+    identifiers = (body.get("profiles") or [{}])[0].get("identifiers", [])
+    return [(i["type"], str(i["value"])) for i in identifiers
+            if i.get("type") in IDENTIFIER_NAMES and i.get("value") not in (None, "")]
+
+
+def create_identifier_problem(body: dict) -> Problem | None:
+    """The add's own identifier rules, checked before the customer is looked for."""
+    for identifier in (body.get("profiles") or [{}])[0].get("identifiers", []):
+        value = identifier.get("value")
+        if identifier.get("type") == "mobile" and not MOBILE.fullmatch(str(value)):
+            return 8014, (f"Invalid mobile number '{value}': expected 8 to 15 digits"
+                          " with the country code")
+    if not create_identifiers(body):
+        return 1007, "No identifier: an add needs a mobile, email or externalId identifier"
     return None
 
 

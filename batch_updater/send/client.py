@@ -26,10 +26,11 @@ from yarl import URL
 
 from ..config import ApiSettings, LimitSettings
 from ..errors import RunAborted
-from ..rows.payload import Lookup, Payload
+from ..rows.payload import Lookup, Payload, add_body
 from .answers import RETRYABLE_STATUSES, Attempt, Verdict, _json_object, classify, summarise_body
 
 LOOKUP_PATH = "/v2/customers/lookup"
+ADD_PATH = "/v2/customers"
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 TOKEN_PATH = "/v3/oauth/token/generate"
 def basic_authorization(username: str, password: str) -> str:
@@ -186,17 +187,29 @@ class ApiClient:
         before, _, after = url.raw_query_string.partition(marker)
         return url.scheme, url.raw_authority, url.raw_path, before, after
 
-    async def send(self, payload: Payload, pace: Callable[[], Awaitable[object] | None] | None = None) -> Attempt:
-        """One attempt for a row; `pace` is called right before each request goes out, and
-        what it returns is awaited unless it is None (a slot was free at once).
+    def add_url(self, payload: Payload) -> URL:
+        """POST /v2/customers?source=S[&accountId=A]: the Add Customer API (upsert mode)."""
+        lookup = payload.lookup
+        query = {"source": lookup.source} | ({"accountId": lookup.account_id} if lookup.account_id else {})
+        return URL(f"{self.api.base_url.rstrip('/')}{ADD_PATH}").with_query(query)
+
+    async def send(self, payload: Payload, pace: Callable[[], Awaitable[object] | None] | None = None,
+                   *, add: bool = False) -> Attempt:
+        """One attempt for a row, an update (or with `add`, an add of the customer);
+        `pace` is called right before each request goes out, and what it returns is
+        awaited unless it is None (a slot was free at once).
 
         With OAuth, a 401 renews the token once and sends the row again (paced too):
         the returned Attempt then says `renewed` and carries the second answer.
         """
+        if add:
+            url, method, data = self.add_url(payload), "POST", orjson.dumps(add_body(payload))
+        else:
+            url, method, data = self.url(payload), "PUT", orjson.dumps(payload.body)
         if self.token is None:  # Basic: no token to fetch or renew
             if pace is not None and (waiting := pace()) is not None:
                 await waiting
-            return await self._put(payload, self._basic)
+            return await self._request(method, url, data, self._basic)
         try:
             await self._auth_headers()  # fetch or renew the token before taking a slot...
             if pace is not None and (waiting := pace()) is not None:
@@ -204,7 +217,7 @@ class ApiClient:
             auth = await self._auth_headers()  # ...so this is instant and the slot is not wasted
         except TokenUnavailable as exc:
             return _token_unavailable(exc)
-        attempt = await self._put(payload, auth)
+        attempt = await self._request(method, url, data, auth)
         if attempt.verdict is Verdict.AUTH and attempt.http_status == 401 and self.token:
             self.token.invalidate(auth)  # renew once: the token may have expired early
             try:
@@ -216,14 +229,13 @@ class ApiClient:
                     await waiting
             except Exception:  # the run halted before the second request: the 401 stands
                 return attempt
-            attempt = replace(await self._put(payload, auth), renewed=True)
+            attempt = replace(await self._request(method, url, data, auth), renewed=True)
         return attempt
 
-    async def _put(self, payload: Payload, auth: dict[str, str]) -> Attempt:
+    async def _request(self, method: str, url: URL, data: bytes, auth: dict[str, str]) -> Attempt:
         headers = None if auth is self._session_sends else {**JSON_HEADERS, **auth}
         try:
-            async with self.session.put(self.url(payload), data=orjson.dumps(payload.body),
-                                        headers=headers) as response:
+            async with self.session.request(method, url, data=data, headers=headers) as response:
                 body = await response.read()
                 return classify(response.status, body, response.headers.get("Content-Type", ""),
                                 response.headers.get("Retry-After"))

@@ -92,6 +92,8 @@ def _job_facts(path: Path, config: Config, shard: Shard | None = None) -> tuple[
         "[api] identifier_name": api.identifier_name, "[api] use_async": api.use_async,
         "[columns]": sorted(config.columns.items()), "[input]": repr(config.input),
         "--shard": str(shard or ""), "--only-changed": config.state.only_changed}
+    if api.mode != "update":  # named only when not the default: the ids of update jobs stay as they were
+        settings["[api] mode"] = api.mode
     digest.update(orjson.dumps(list(settings.values()), default=str))
     return digest.hexdigest()[:12], content.hexdigest(), settings
 
