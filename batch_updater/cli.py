@@ -65,8 +65,13 @@ SETTING_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
      {"help": "Lookup identifier when the file has no identifierName column."}),
     ("--auth", "api.auth", {"type": click.Choice(["basic", "oauth"]), "help": "Authentication scheme."}),
     ("--username", "api.username", {"help": "Till code (basic) or OAuth key."}),
+    ("--mode", "api.mode",
+     {"type": click.Choice(["update", "upsert"]),
+      "help": "upsert: add the customers the update cannot find (8015), on the Add Customer API."}),
     ("--rate-per-minute", "limits.rate_per_minute",
      {"type": int, "help": "Requests per window (a minute by default)."}),
+    ("--create-rate-per-minute", "limits.create.rate_per_minute",
+     {"type": int, "help": "Upsert: adds per window, the Add Customer API's own limit ([limits.create])."}),
     ("--concurrency", "limits.concurrency", {"type": int, "help": "Requests in flight at once."}),
     ("--timeout-seconds", "limits.timeout_seconds", {"type": float, "help": "Total time allowed per request."}),
     ("--max-attempts", "limits.max_attempts", {"type": int, "help": "Attempts per row for retryable failures."}),
@@ -99,7 +104,8 @@ SETTING_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
       "help": "An enrolment the customer already has: an error (default) or a success with a warning."}),
 ]
 # Options that only matter when requests go out: `validate` does not show them.
-SENDING_ONLY = {"--base-url", "--auth", "--username", "--rate-per-minute", "--concurrency", "--timeout-seconds",
+SENDING_ONLY = {"--base-url", "--auth", "--username", "--rate-per-minute", "--create-rate-per-minute",
+                "--concurrency", "--timeout-seconds",
                 "--max-attempts", "--ca-bundle", "--insecure", "--fail-on-warnings", "--already-enrolled"}
 # What `check` uses: where the API is and who we are to it.
 CHECK_OPTIONS = {"--base-url", "--source", "--account-id", "--identifier-name", "--auth", "--username",
@@ -153,10 +159,13 @@ def _load(options: dict, shard=None, sending: bool = True):
     config = load_config(options.get("config_path"), overrides=_overrides(options), sending=sending)
     for warning in config.warnings:
         click.echo(f"batch-updater: warning: {warning}", err=True)
-    if shard and shard.count > 1 and options.get("rate_per_minute") is None:
-        # The limit belongs to the API key, which every shard shares.
-        rate = max(1, config.limits.rate_per_minute // shard.count)
-        config = replace(config, limits=replace(config.limits, rate_per_minute=rate))
+    if shard and shard.count > 1:  # the limits belong to the API key, which every shard shares
+        if options.get("rate_per_minute") is None:
+            rate = max(1, config.limits.rate_per_minute // shard.count)
+            config = replace(config, limits=replace(config.limits, rate_per_minute=rate))
+        if options.get("create_rate_per_minute") is None:
+            adds = max(1, config.create_limits.rate_per_minute // shard.count)
+            config = replace(config, create_limits=replace(config.create_limits, rate_per_minute=adds))
     return config
 
 
@@ -276,14 +285,19 @@ def human_summary(s) -> str:
                      " were sent, the others kept their outcome")
     warned = (f" ({s.updated_with_warnings:,} with warnings: {describe_warnings(s.warnings)})"
               if s.updated_with_warnings else "")
-    lines.append(f"{s.rows:,} rows: {s.success:,} updated{warned}, {s.errors:,} errors ({s.validation_errors:,}"
-                 f" invalid, {s.api_errors:,} refused by the API, {s.network_errors:,} network),"
+    upsert = s.mode == "upsert"
+    done = f"{s.updated:,} updated, {s.created:,} created" if upsert else f"{s.success:,} updated"
+    refused = f"{s.api_errors:,} refused by the API" + (f", {s.create_errors:,} refused on add" if upsert else "")
+    lines.append(f"{s.rows:,} rows: {done}{warned}, {s.errors:,} errors ({s.validation_errors:,}"
+                 f" invalid, {refused}, {s.network_errors:,} network),"
                  f" {s.skipped:,} skipped, {s.not_sent:,} not sent")
     if s.top_errors:
         lines.append(f"top errors: {describe_groups(s.top_errors)}")
     if s.status != "dry_run":
-        lines.append(f"{s.requests} requests in {s.duration_seconds:.1f} s at"
-                     f" {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute});"
+        adds = (f" ({s.add_requests:,} adds at {s.achieved_add_rate_per_minute:.0f}/min, limit"
+                f" {s.add_rate_limit_per_minute})" if upsert else "")
+        lines.append(f"{s.requests:,} requests in {s.duration_seconds:.1f} s at"
+                     f" {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute}){adds};"
                      f" {s.retries} retries, {s.throttled} throttled, {s.in_doubt} rows in doubt")
     if s.reason:
         lines.append(f"{'aborted' if s.exit_code == 3 else 'stopped'}: {s.reason}")

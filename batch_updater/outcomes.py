@@ -15,8 +15,13 @@ class Status(str, Enum):
 class Stage(str, Enum):
     VALIDATION = "validation"
     API = "api"
+    CREATE = "create"     # upsert: the Add Customer API refused the row (after the update's 8015)
     NETWORK = "network"
     NOT_SENT = "not_sent"
+
+
+UPDATED = "updated"   # a success's action: the update applied
+CREATED = "created"   # upsert: the customer was added
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +41,4 @@ class RowOutcome:
     # the next run of the job sends the row again. Validation errors and the API's
     # refusals of the row itself (8015, 1046...) stay settled.
     rerun: bool = False
+    action: str = ""         # a success's: UPDATED or CREATED

@@ -46,7 +46,7 @@ from .send.loop import SendResult, next_in_thread, send_chunks
 from .state.jobs import Job, JobStatus, job_folder, job_identity, link_latest, open_job
 from .state.journal import Journal
 from .state.sync_state import ChangeFilter, SyncState
-from .summary import RunFacts, RunSummary, limit_per_minute, log_end, summarise
+from .summary import RunFacts, RunSummary, add_limit_per_minute, limit_per_minute, log_end, summarise
 
 __all__ = ["RunSummary", "run"]
 
@@ -139,7 +139,8 @@ def _check_row_count(source: Source, min_rows: int) -> None:
 
 
 def _progress(config: Config, source: Source) -> Progress:
-    return Progress(source.row_count, limit_per_minute(config))  # the CSV reader counts rows while checking
+    # the CSV reader counts rows while checking
+    return Progress(source.row_count, limit_per_minute(config), add_limit_per_minute=add_limit_per_minute(config))
 
 
 def _dry_run(config: Config, source: Source, plan: ColumnPlan, facts: RunFacts,

@@ -34,7 +34,7 @@ class RunSummary:
     input: str
     job_id: str
     rows: int
-    success: int
+    success: int                     # updated + created
     errors: int
     skipped: int
     not_sent: int
@@ -63,6 +63,13 @@ class RunSummary:
     warnings: dict[str, int] = field(default_factory=dict)   # rows with each warning code
     updated_with_warnings: int = 0
     top_errors: list[dict[str, Any]] = field(default_factory=list)  # by cause: count and an example row
+    mode: str = "update"             # or "upsert"
+    updated: int = 0                 # successes that updated a customer
+    created: int = 0                 # upsert: successes that added one
+    create_errors: int = 0           # upsert: rows the Add Customer API refused
+    add_requests: int = 0            # upsert: POST /v2/customers requests (within `requests`)
+    achieved_add_rate_per_minute: float = 0.0
+    add_rate_limit_per_minute: int | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -103,12 +110,15 @@ def summarise(config: Config, facts: RunFacts, paths: ReportPaths, counts: Repor
         throttled=sent.throttled, http_statuses=sent.http_statuses,
         started=facts.started.isoformat(timespec="seconds"), finished=finished.isoformat(timespec="seconds"),
         duration_seconds=round((finished - facts.started).total_seconds(), 3),
-        achieved_rate_per_minute=round(sent.requests / sent.seconds * 60, 1) if sent.seconds > 0 else 0.0,
+        achieved_rate_per_minute=_per_minute(sent.requests - sent.add_requests, sent.seconds),
         rate_limit_per_minute=limit_per_minute(config), reason=sent.reason, reports=reports,
         config=config.public_dict(), resumed=facts.resumed, shard=facts.shard,
         to_send_again=counts.to_send_again, sent_again=sent.sent_again,
         warnings=dict(counts.warnings.by_code.most_common()), updated_with_warnings=counts.updated_with_warnings,
-        top_errors=[group.as_dict() for group in counts.error_groups.top()])
+        top_errors=[group.as_dict() for group in counts.error_groups.top()], mode=config.api.mode,
+        updated=counts.success - counts.created, created=counts.created, create_errors=counts.create,
+        add_requests=sent.add_requests, achieved_add_rate_per_minute=_per_minute(sent.add_requests, sent.seconds),
+        add_rate_limit_per_minute=add_limit_per_minute(config))
 
 
 def outcome_of(counts: ReportCounts, sent: SendResult) -> tuple[int, RunStatus]:
@@ -125,6 +135,16 @@ def outcome_of(counts: ReportCounts, sent: SendResult) -> tuple[int, RunStatus]:
 def limit_per_minute(config: Config) -> int:
     limits = config.limits
     return round(limits.rate_per_minute * 60 / limits.window_seconds)
+
+
+def add_limit_per_minute(config: Config) -> int | None:
+    """Upsert mode's second budget, the Add Customer API's; None in update mode."""
+    limits = config.create_limits
+    return round(limits.rate_per_minute * 60 / limits.window_seconds) if config.api.mode == "upsert" else None
+
+
+def _per_minute(requests: int, seconds: float) -> float:
+    return round(requests / seconds * 60, 1) if seconds > 0 else 0.0
 
 
 def log_end(summary: RunSummary) -> None:

@@ -86,7 +86,7 @@ def test_report_cells_are_neutralised_and_errors_csv_fed_back_sends_the_original
     assert put.body["profiles"][0]["firstName"] == HOSTILE[0]  # the API gets the value as typed
 
     success = raw_rows(summary.reports["success"])
-    assert success[1][9:12] == ["'" + HOSTILE[0], "'" + HOSTILE[1], "'" + HOSTILE[2]]
+    assert success[1][10:13] == ["'" + HOSTILE[0], "'" + HOSTILE[1], "'" + HOSTILE[2]]
     errors = raw_rows(summary.reports["errors"])
     assert errors[1][:5] == [mobile(2), "'" + HOSTILE[3], "'-@x", "'=cmd|' /C calc'!A0", "bob@"]
     assert errors[2][5] == "'-5"

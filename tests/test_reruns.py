@@ -422,4 +422,4 @@ def test_an_answer_larger_than_a_log_segment_is_acknowledged(tmp_path):
     crashed.acknowledge(RowOutcome(2, Status.SUCCESS, http_status=200, warnings="91015: " + "x" * 600_000))
     with Journal(path) as journal:  # the crashed run's ack log, taken in
         assert journal.states(0, 10) == {2: "success"}
-        assert journal.successes(2, 2)[0][5].startswith("91015: xxx")
+        assert journal.successes(2, 2)[0][6].startswith("91015: xxx")

@@ -189,7 +189,7 @@ async def test_a_worker_bug_halts_the_run_instead_of_hanging_it():
         def succeeded(self) -> None: ...
 
     class Client:
-        async def send(self, payload, pace=None):
+        async def send(self, payload, pace=None, add=False):
             pace()
             raise AssertionError("unreachable")
 

@@ -211,7 +211,8 @@ def test_success_rows_written_in_bulk_read_as_the_row_by_row_writer_wrote_them(t
                                           customer_id=customer_id, warnings=warnings, identifier=identifier,
                                           in_doubt=row % 2 == 0))
             if status == "success":
-                csv.writer(expected).writerow([row, row, neutralise(identifier), neutralise(customer_id), 200, 1,
+                csv.writer(expected).writerow([row, row, "updated", neutralise(identifier), neutralise(customer_id),
+                                               200, 1,
                                                neutralise(warnings), "true" if row % 2 == 0 else "false"]
                                               + [neutralise(c) for c in cases[row - 2][4]])
         journal.flush()

@@ -17,7 +17,8 @@ from .tallies import TOP_GROUPS
 REPORTS = ("success.csv", "errors.csv", "skipped.csv")
 SUMMED = ("rows", "success", "errors", "skipped", "not_sent", "validation_errors", "api_errors",
           "network_errors", "in_doubt", "in_doubt_requests", "requests", "retries", "throttled",
-          "to_send_again", "sent_again", "updated_with_warnings")
+          "to_send_again", "sent_again", "updated_with_warnings", "updated", "created", "create_errors",
+          "add_requests")
 
 
 def merge_reports(run_folders: list[Path], output: Path) -> dict:

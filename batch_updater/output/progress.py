@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from ..outcomes import RowOutcome, Status
+from ..outcomes import CREATED, RowOutcome, Status
 
 LOG_INTERVAL = 30.0
 TERMINAL_INTERVAL = 0.5
@@ -29,15 +29,18 @@ class Progress:
     total: int | None
     limit_per_minute: int
     clock: Callable[[], float] = time.monotonic
+    add_limit_per_minute: int | None = None  # upsert mode: the Add Customer API's budget
     done: int = 0
     earlier: int = 0       # of `done`: rows an earlier run of the job settled
     updated: int = 0
     errors: int = 0
     skipped: int = 0
     retries: int = 0
-    requests: int = 0      # sent by this run
+    requests: int = 0      # sent by this run (updates; adds are counted apart)
+    adds: int = 0          # upsert: adds sent by this run
+    created: int = 0       # upsert: of `updated`, the customers added
     started: float = field(default=0.0)
-    _recent: deque = field(default_factory=deque)  # (time, rows this run, requests) samples
+    _recent: deque = field(default_factory=deque)  # (time, rows this run, requests, adds) samples
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -46,6 +49,7 @@ class Progress:
         self.done += 1
         if outcome.status is Status.SUCCESS:
             self.updated += 1
+            self.created += outcome.action == CREATED
         elif outcome.status is Status.SKIPPED:
             self.skipped += 1
         else:
@@ -55,23 +59,23 @@ class Progress:
         self.done += rows
         self.earlier += rows
 
-    def rates_per_minute(self) -> tuple[float, float]:
-        """This run's rows and requests per minute over the last RATE_WINDOW seconds."""
+    def rates_per_minute(self) -> tuple[float, float, float]:
+        """This run's rows, update requests and adds per minute over the last RATE_WINDOW seconds."""
         now = self.clock()
-        self._recent.append((now, self.done - self.earlier, self.requests))
+        self._recent.append((now, self.done - self.earlier, self.requests, self.adds))
         while len(self._recent) > 1 and now - self._recent[0][0] > RATE_WINDOW:
             self._recent.popleft()
-        first_time, first_rows, first_requests = self._recent[0]
+        first_time, first_rows, first_requests, first_adds = self._recent[0]
         if now <= first_time:  # the first sample: since the run started
-            first_time, first_rows, first_requests = self.started, 0, 0
+            first_time, first_rows, first_requests, first_adds = self.started, 0, 0, 0
         span = now - first_time
         if span <= 0:
-            return 0.0, 0.0
+            return 0.0, 0.0, 0.0
         return ((self.done - self.earlier - first_rows) / span * 60,
-                (self.requests - first_requests) / span * 60)
+                (self.requests - first_requests) / span * 60, (self.adds - first_adds) / span * 60)
 
     def line(self) -> str:
-        rows_rate, request_rate = self.rates_per_minute()
+        rows_rate, request_rate, add_rate = self.rates_per_minute()
         if self.total:
             done = f"{self.done:,}/{self.total:,} rows ({self.done / self.total:.0%})"
             left = max(self.total - self.done, 0)
@@ -79,9 +83,13 @@ class Progress:
         else:
             done, eta = f"{self.done:,} rows", ""
         earlier, counts = (f", {self.earlier:,} by earlier runs", "this run: ") if self.earlier else ("", "")
-        return (f"{done}{earlier} | {request_rate:,.0f} requests/min (limit {self.limit_per_minute:,}){eta}"
-                f" | {counts}updated {self.updated:,} · errors {self.errors:,} · skipped {self.skipped:,}"
-                f" · retries {self.retries:,}")
+        adds, created = "", ""
+        if self.add_limit_per_minute is not None:
+            adds = f", {add_rate:,.0f} adds/min (limit {self.add_limit_per_minute:,})"
+            created = f" · created {self.created:,}"
+        return (f"{done}{earlier} | {request_rate:,.0f} requests/min (limit {self.limit_per_minute:,}){adds}{eta}"
+                f" | {counts}updated {self.updated - self.created:,}{created} · errors {self.errors:,}"
+                f" · skipped {self.skipped:,} · retries {self.retries:,}")
 
 
 def _duration(seconds: float) -> str:
@@ -138,7 +146,8 @@ class ProgressWatch:
         while True:
             await asyncio.sleep(self.every)
             self.progress.retries = stats.retries
-            self.progress.requests = stats.requests
+            self.progress.requests = stats.requests - stats.add_requests
+            self.progress.adds = stats.add_requests
             self.observer(self.progress)
 
 

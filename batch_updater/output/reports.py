@@ -32,14 +32,14 @@ import numpy as np
 
 from ..input.columns import REPORT_COLUMN_PREFIX, canonical_name
 from ..input.reader import Chunk
-from ..outcomes import RowOutcome, Stage, Status
+from ..outcomes import CREATED, UPDATED, RowOutcome, Stage, Status
 from ..send.answers import WARNED_PREFIX
 from ..state.journal import Journal
 from .csvsafe import neutralise, neutralise_column, neutralise_rows, restore
 from .masking import mask_identifier, mask_text
 from .tallies import ErrorGroups, WarningTally
 
-SUCCESS_COLUMNS = ["_row", "_source_row", "_identifier", "_customer_id", "_http_status", "_attempts",
+SUCCESS_COLUMNS = ["_row", "_source_row", "_action", "_identifier", "_customer_id", "_http_status", "_attempts",
                    "_warnings", "_in_doubt"]
 ERROR_COLUMNS = ["_row", "_source_row", "_stage", "_code", "_message", "_http_status", "_attempts",
                  "_in_doubt", "_next"]
@@ -58,11 +58,13 @@ NEXT_REFUSED = ("fix the row or the customer, then feed errors.csv back in (or r
 @dataclass
 class ReportCounts:
     success: int = 0
+    created: int = 0         # successes that added the customer (upsert); the others are updates
     error: int = 0
     skipped: int = 0
     not_sent: int = 0        # neither an error nor a skip: the run stopped first
     validation: int = 0
     api: int = 0
+    create: int = 0          # errors of the add (upsert)
     network: int = 0
     in_doubt: int = 0
     to_send_again: int = 0   # not sent, or failed for the run's reason: the next run sends them
@@ -201,20 +203,22 @@ class _Writer:
         """success.csv's rows of a chunk, in one write; returns their row numbers."""
         if not records:
             return set()
-        rows, identifiers, customer_ids, statuses, attempts, warnings, in_doubt = zip(*records)
+        rows, actions, identifiers, customer_ids, statuses, attempts, warnings, in_doubt = zip(*records)
         positions = np.searchsorted(numbers, rows).tolist()
         cells = [values[position] for position in positions]
         origins = [sources[position] for position in positions]
         texts = [neutralise_column(list(column)) for column in (identifiers, customer_ids, warnings)]
         doubts = [_BOOL[flag] for flag in in_doubt]
-        lines = zip(rows, origins, *texts[:2], statuses, attempts, texts[2], doubts, cells)
+        done = [action or UPDATED for action in actions]  # an earlier version's successes were updates
+        lines = zip(rows, origins, done, *texts[:2], statuses, attempts, texts[2], doubts, cells)
         if None not in statuses and _plain(origins, *texts, *cells):
-            self.success_file.write("".join([f"{r},{o},{i},{c},{s},{a},{w},{d},{','.join(x)}\r\n"
-                                             for r, o, i, c, s, a, w, d, x in lines]))
+            self.success_file.write("".join([f"{r},{o},{n},{i},{c},{s},{a},{w},{d},{','.join(x)}\r\n"
+                                             for r, o, n, i, c, s, a, w, d, x in lines]))
         else:
-            self.success.writerows([r, o, i, c, s, a, w, d, *x] for r, o, i, c, s, a, w, d, x in lines)
+            self.success.writerows([r, o, n, i, c, s, a, w, d, *x] for r, o, n, i, c, s, a, w, d, x in lines)
         self.counts.rows += len(rows)
         self.counts.success += len(rows)
+        self.counts.created += done.count(CREATED)
         self.counts.in_doubt += sum(in_doubt)
         for text in warnings:
             if text:
@@ -259,8 +263,9 @@ class _Writer:
             self.mask(cells)
             identifier, message, warnings = mask_identifier(identifier), mask_text(message), mask_text(warnings)
         if o.status is Status.SUCCESS:
-            self.success.writerow([o.row, source, neutralise(identifier), neutralise(o.customer_id),
-                                   o.http_status, o.attempts, neutralise(warnings), doubt] + cells)
+            self.success.writerow([o.row, source, o.action or UPDATED, neutralise(identifier),
+                                   neutralise(o.customer_id), o.http_status, o.attempts, neutralise(warnings),
+                                   doubt] + cells)
         elif o.stage is Stage.NOT_SENT:
             self.skipped.writerow([o.row, source, NOT_SENT, doubt, NEXT_RUN] + cells)
         else:
@@ -303,6 +308,7 @@ def _count(counts: ReportCounts, o: RowOutcome) -> None:
         counts.updated_with_warnings += o.status is Status.SUCCESS
     if o.status is Status.SUCCESS:
         counts.success += 1
+        counts.created += o.action == CREATED
     elif o.stage is Stage.NOT_SENT:
         counts.not_sent += 1
     elif o.status is Status.SKIPPED:

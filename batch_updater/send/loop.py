@@ -39,7 +39,8 @@ class SendResult:
     reason: str | None = None        # why it halted: an abort's or a stop's message
     aborted: bool = False
     stopped: bool = False
-    requests: int = 0
+    requests: int = 0                # every request, adds included
+    add_requests: int = 0            # upsert mode: POST /v2/customers
     retries: int = 0
     throttled: int = 0
     in_doubt_requests: int = 0       # sent and never answered
@@ -63,12 +64,16 @@ async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config:
     client = ApiClient.open(config.api, limits)
     limiter = RateLimiter(limits.rate_per_minute, limits.window_seconds, limits.burst,
                           margin=limits.window_margin_seconds)
+    add_limiter = (RateLimiter(config.create_limits.rate_per_minute, config.create_limits.window_seconds,
+                               limits.burst, margin=limits.window_margin_seconds)
+                   if config.api.mode == "upsert" else None)
     watch = watch or ProgressWatch(Progress(None, limits.rate_per_minute))
     books = _Books(journal, watch.progress, changes)
     pool = WorkerPool(client, limiter, limits, books.answered, on_send=books.sending,
                       on_unsent=lambda p: journal.unmark_in_flight(p.row),
                       was_in_doubt=books.earlier.in_doubt.__contains__,
-                      policy=AnswerPolicy(config.api.fail_on_warnings, config.api.already_enrolled == "success"))
+                      policy=AnswerPolicy(config.api.fail_on_warnings, config.api.already_enrolled == "success"),
+                      add_limiter=add_limiter)
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="group-commit")
     stores = [journal] + ([changes.state] if changes else [])
     background = [asyncio.create_task(flush_every(store.flush, FLUSH_SECONDS, writer)) for store in stores]
@@ -147,7 +152,8 @@ def _result(pool: WorkerPool, earlier: EarlierRuns, seconds: float) -> SendResul
     stats = pool.stats
     return SendResult(reason=pool.abort_reason or pool.stop_reason, aborted=pool.abort_reason is not None,
                       stopped=pool.stop_reason is not None and pool.abort_reason is None,
-                      requests=stats.requests, retries=stats.retries, throttled=stats.throttled,
+                      requests=stats.requests, add_requests=stats.add_requests, retries=stats.retries,
+                      throttled=stats.throttled,
                       in_doubt_requests=stats.in_doubt, sent_again=earlier.sent_again,
                       http_statuses={str(k): v for k, v in sorted(stats.status_counts.items())},
                       seconds=seconds)

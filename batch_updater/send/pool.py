@@ -13,6 +13,12 @@ client calls the pool's pacing hook after any OAuth renewal), so the limiter's s
 times stay close to the arrival times the API counts. A 429 pauses and slows the whole
 pool; 401/403, a wrong URL (FATAL), rows failing after every retry and a host that
 cannot be reached at the start of a run abort the run.
+
+Upsert mode: a row the update cannot find (8015) is added (POST /v2/customers) by the
+same worker, paced by the add limiter (the Add Customer API's own budget); an add that
+finds the customer exists (8006: created meanwhile, or by an earlier attempt whose
+answer was lost) sends the update again, once. The worker holds the customer all along,
+so one customer never has two requests in flight, across both APIs.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass, field, replace
 
 from ..config import LimitSettings
 from ..errors import RunAborted
-from ..outcomes import RowOutcome, Stage, Status
+from ..outcomes import CREATED, UPDATED, RowOutcome, Stage, Status
 from ..rows.payload import Payload
 from .answers import AnswerPolicy, Attempt, Verdict
 from .backoff import retry_delay
@@ -45,13 +51,46 @@ class _Halted(Exception):
     """Raised by the pacing hook when the run halted while a worker waited for a slot."""
 
 
+NOT_FOUND = "8015"       # the update's lookup found no customer: upsert adds it
+ALREADY_EXISTS = "8006"  # the add found the customer: upsert updates it instead
+
+
 @dataclass
 class PoolStats:
-    requests: int = 0
+    requests: int = 0        # every request, adds included
+    add_requests: int = 0    # upsert mode: POST /v2/customers
     retries: int = 0
     throttled: int = 0
     in_doubt: int = 0
     status_counts: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Tries:
+    """One row's attempts so far, across both APIs."""
+
+    in_doubt: bool                 # some attempt (this run's, or an earlier run's) went unanswered
+    attempts: int = 0
+    tries: int = 0                 # attempts of the current kind: max_attempts is per kind
+    reached: bool = False          # some request of this run for the row got through to the API
+    add: bool = False              # the current kind: an update, or (upsert) an add
+    added: bool = False            # an add was tried: a second 8015 is final
+    updated_again: bool = False    # 8006 sent the update again: a second 8006 is final
+    last: Attempt | None = None
+
+    def took(self, attempt: Attempt) -> None:
+        self.attempts += 1
+        self.tries += 1
+        self.reached = self.reached or not attempt.unreachable
+        self.in_doubt = self.in_doubt or attempt.in_doubt
+        self.last = attempt
+
+    def switch(self, add: bool) -> None:
+        self.add, self.tries = add, 0
+        if add:
+            self.added = True
+        else:
+            self.updated_again = True
 
 
 class WorkerPool:
@@ -62,9 +101,12 @@ class WorkerPool:
                  on_send: Callable[[Payload], None] = lambda payload: None,
                  on_unsent: Callable[[Payload], None] = lambda payload: None,
                  was_in_doubt: Callable[[int], bool] = lambda row: False,
-                 policy: AnswerPolicy = DEFAULT_POLICY):
+                 policy: AnswerPolicy = DEFAULT_POLICY, add_limiter: RateLimiter | None = None):
+        """`add_limiter` (the Add Customer API's budget) turns upsert mode on."""
         self._client = client
         self._limiter = limiter
+        self._limiters = {False: limiter, True: add_limiter or limiter}
+        self._upsert = add_limiter is not None
         self._limits = limits
         self._on_outcome = on_outcome
         self._on_send = on_send  # the journal marks the row in flight right before each request
@@ -190,73 +232,71 @@ class WorkerPool:
             del self._waiting[key]
 
     async def _deliver(self, payload: Payload) -> RowOutcome | None:
-        attempts = 0
-        attempt: Attempt | None = None
-        in_doubt = self._was_in_doubt(payload.row)
-        pace = functools.partial(self._pace, payload)
-        reached = False  # some request of this run for the row got through to the API
+        row = _Tries(in_doubt=self._was_in_doubt(payload.row))
         while True:
             try:
-                attempt = await self._client.send(payload, pace=pace)
+                attempt = await self._client.send(payload, pace=functools.partial(self._pace, payload, row.add),
+                                                  add=row.add)
             except _Halted:  # no request went out for this attempt
-                return self._halted(payload, attempt, attempts, in_doubt, reached)
+                return self._halted(payload, row)
             except RunAborted as exc:  # e.g. the OAuth key was refused: nothing was sent
                 self.abort(str(exc))
                 self._on_unsent(payload)
-                return self._halted(payload, attempt, attempts, in_doubt, reached)
-            attempts += 1
-            reached = reached or not attempt.unreachable
-            in_doubt = in_doubt or attempt.in_doubt
-            self._count(attempt)
+                return self._halted(payload, row)
+            row.took(attempt)
+            self._count(attempt, row.add)
             if attempt.verdict is Verdict.SUCCESS:
-                self._limiter.succeeded()
+                self._limiters[row.add].succeeded()
                 self._auth_failures = self._fatal_answers = self._failure_streak = 0
-                return _outcome(payload, self._policy.judged(attempt), attempts, in_doubt)
-            if applied := self._policy.counts_as_applied(payload, attempt, in_doubt):
-                return _outcome(payload, applied, attempts, in_doubt)
+                return _outcome(payload, self._policy.judged(attempt), row)
+            if self._upsert and (kind := _next_kind(attempt, row)) is not None:
+                row.switch(add=kind)
+                continue
+            if applied := self._policy.counts_as_applied(payload, attempt, row.in_doubt):
+                return _outcome(payload, applied, row)
             if attempt.verdict is Verdict.AUTH:
-                return self._auth_failed(payload, attempt, attempts, in_doubt)
+                return self._auth_failed(payload, attempt, row)
             if attempt.verdict is Verdict.FATAL:
-                return self._fatal(payload, attempt, attempts, in_doubt)
+                return self._fatal(payload, attempt, row)
             if attempt.unreachable:
                 self._unreachable_at_start(attempt)
             if attempt.verdict in RETRYABLE:
                 if self.halted:  # its retries are cut short by the halt, not spent
-                    return self._halted(payload, attempt, attempts, in_doubt, reached)
-                if attempts < self._limits.max_attempts:
-                    if not await self._unless_halted(self._back_off(attempt, attempts)):
-                        return self._halted(payload, attempt, attempts, in_doubt, reached)
+                    return self._halted(payload, row)
+                if row.tries < self._limits.max_attempts:
+                    if not await self._unless_halted(self._back_off(attempt, row)):
+                        return self._halted(payload, row)
                     self.stats.retries += 1
                     continue
-            return self._failed(payload, attempt, attempts, in_doubt)
+            return self._failed(payload, attempt, row)
 
-    def _pace(self, payload: Payload) -> Awaitable[None] | None:
-        """A slot from the shared limiter, right before a request goes out: None when one
+    def _pace(self, payload: Payload, add: bool) -> Awaitable[None] | None:
+        """A slot from the kind's limiter, right before a request goes out: None when one
         was free at once (nobody queues for one), else an awaitable that waits for it.
         Either raises _Halted when the run halted first. With the slot, the row is
         marked in flight: the journal knows of every request that may have gone out."""
         if self.halted:
             raise _Halted
-        if self._limiter.try_acquire():
+        limiter = self._limiters[add]
+        if limiter.try_acquire():
             self._on_send(payload)
             return None
-        return self._wait_for_slot(payload)
+        return self._wait_for_slot(payload, limiter)
 
-    async def _wait_for_slot(self, payload: Payload) -> None:
-        if not await self._unless_halted(self._limiter.acquire()) or self.halted:
+    async def _wait_for_slot(self, payload: Payload, limiter: RateLimiter) -> None:
+        if not await self._unless_halted(limiter.acquire()) or self.halted:
             raise _Halted
         self._on_send(payload)
 
-    def _halted(self, payload: Payload, attempt: Attempt | None, attempts: int, in_doubt: bool,
-                reached: bool) -> RowOutcome | None:
+    def _halted(self, payload: Payload, row: _Tries) -> RowOutcome | None:
         """A row the run halted on: None (not sent) when none of this run's requests for
         it reached the API, else its last attempt's failure, for the next run to send again."""
-        if not reached and not in_doubt:
+        if not row.reached and not row.in_doubt:
             self._on_unsent(payload)
             return None
-        if attempt is None:  # an earlier run's attempt went unanswered: still in doubt
+        if row.last is None:  # an earlier run's attempt went unanswered: still in doubt
             return None
-        return replace(_outcome(payload, attempt, attempts, in_doubt), rerun=True)
+        return replace(_outcome(payload, row.last, row), rerun=True)
 
     def _unreachable_at_start(self, attempt: Attempt) -> None:
         if self._answered:
@@ -266,33 +306,34 @@ class WorkerPool:
             self.abort(f"cannot reach the API: {attempt.message.removeprefix('not sent: ')};"
                        f" check [api] base_url, DNS and the network (firewall, proxy), {RERUN_HINT}")
 
-    async def _back_off(self, attempt: Attempt, attempts: int) -> None:
-        delay = retry_delay(attempts, attempt.retry_after, rng=self._rng,
+    async def _back_off(self, attempt: Attempt, row: _Tries) -> None:
+        delay = retry_delay(row.tries, attempt.retry_after, rng=self._rng,
                             base=self._limits.backoff_base_seconds, cap=self._limits.backoff_cap_seconds)
         if attempt.verdict is Verdict.THROTTLED:
-            # The whole pool slows down together, not each worker on its own.
-            self._limiter.throttled()
-            self._limiter.pause(delay)
+            # The whole pool slows down together (on that API's budget), not each worker on its own.
+            limiter = self._limiters[row.add]
+            limiter.throttled()
+            limiter.pause(delay)
         await self._sleep(delay)
 
-    def _auth_failed(self, payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
+    def _auth_failed(self, payload: Payload, attempt: Attempt, row: _Tries) -> RowOutcome:
         self._auth_failures += 1
         if self._auth_failures >= self._limits.auth_failures_to_abort:
             self.abort(f"the API refused the credentials {self._auth_failures} times in a row"
                        f" (HTTP {attempt.http_status}: {attempt.message or 'authentication failed'});"
                        f" check [api] username and the password (BATCH_UPDATER_PASSWORD or [api] password_file),"
                        f" {RERUN_HINT}")
-        return _outcome(payload, attempt, attempts, in_doubt)
+        return _outcome(payload, attempt, row)
 
-    def _fatal(self, payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
+    def _fatal(self, payload: Payload, attempt: Attempt, row: _Tries) -> RowOutcome:
         self._fatal_answers += 1
         if self._fatal_answers >= self._limits.auth_failures_to_abort:
             self.abort(f"the API answered {self._fatal_answers} rows in a row with {attempt.message},"
                        " which no row can get past; check [api] base_url (the cluster's host, e.g."
                        f" https://eu.api.capillarytech.com), {RERUN_HINT}")
-        return _outcome(payload, attempt, attempts, in_doubt)
+        return _outcome(payload, attempt, row)
 
-    def _failed(self, payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
+    def _failed(self, payload: Payload, attempt: Attempt, row: _Tries) -> RowOutcome:
         if attempt.verdict in RETRYABLE:
             self._failure_streak += 1
             if self._failure_streak >= self._limits.consecutive_failures_to_abort:
@@ -301,9 +342,9 @@ class WorkerPool:
                            f" wait for it to recover, {RERUN_HINT}")
         else:
             self._failure_streak = self._fatal_answers = 0
-        return _outcome(payload, attempt, attempts, in_doubt)
+        return _outcome(payload, attempt, row)
 
-    def _count(self, attempt: Attempt) -> None:
+    def _count(self, attempt: Attempt, add: bool) -> None:
         counts = self.stats.status_counts
         if attempt.http_status is not None:
             self._answered = True
@@ -313,6 +354,7 @@ class WorkerPool:
         if not attempt.sent:
             return
         self.stats.requests += 1
+        self.stats.add_requests += add
         if attempt.verdict is Verdict.THROTTLED:
             self.stats.throttled += 1
         if attempt.in_doubt:
@@ -321,14 +363,30 @@ class WorkerPool:
         counts[status] = counts.get(status, 0) + 1
 
 
-def _outcome(payload: Payload, attempt: Attempt, attempts: int, in_doubt: bool) -> RowOutcome:
+def _next_kind(attempt: Attempt, row: _Tries) -> bool | None:
+    """Upsert: the kind of request to send next (True: an add), or None to go on as usual.
+    Each switch happens at most once per row, so a row never loops between the APIs."""
+    if attempt.verdict is not Verdict.BUSINESS:
+        return None
+    if not row.add and attempt.code == NOT_FOUND and not row.added:
+        return True
+    if row.add and attempt.code == ALREADY_EXISTS and not row.updated_again:
+        return False
+    return None
+
+
+def _outcome(payload: Payload, attempt: Attempt, row: _Tries) -> RowOutcome:
     identifier = payload.lookup.identifier_value
     if attempt.verdict is Verdict.SUCCESS:
-        return RowOutcome(payload.row, Status.SUCCESS, None, "", "", attempt.http_status, attempts,
-                          attempt.customer_id, attempt.warnings, identifier, in_doubt)
-    stage = Stage.NETWORK if attempt.verdict is Verdict.NETWORK else Stage.API
+        return RowOutcome(payload.row, Status.SUCCESS, None, "", "", attempt.http_status, row.attempts,
+                          attempt.customer_id, attempt.warnings, identifier, row.in_doubt,
+                          action=CREATED if row.add else UPDATED)
+    if attempt.verdict is Verdict.NETWORK:
+        stage = Stage.NETWORK
+    else:
+        stage = Stage.CREATE if row.add else Stage.API
     return RowOutcome(payload.row, Status.ERROR, stage, attempt.code, attempt.message,
-                      attempt.http_status, attempts, "", attempt.warnings, identifier, in_doubt,
+                      attempt.http_status, row.attempts, "", attempt.warnings, identifier, row.in_doubt,
                       rerun=attempt.verdict is not Verdict.BUSINESS)
 
 

@@ -259,7 +259,15 @@ class JobRecord:
 def list_jobs(output_dir: Path) -> list[JobRecord]:
     """Every job under `output_dir`, the newest run first."""
     records = [_record(path.parent) for path in Path(output_dir).glob(f"*/{JOURNAL_NAME}")]
-    return sorted(records, key=lambda r: r.last_run.split("-", 1)[-1], reverse=True)
+    return sorted(records, key=_newest_first, reverse=True)
+
+
+def _newest_first(record: JobRecord) -> tuple[str, float]:
+    """The last run's start (its folder's name, to the second), then its folder's last change."""
+    if not record.last_run:
+        return "", 0.0
+    folder = Path(record.folder) / record.last_run
+    return record.last_run.split("-", 1)[1], folder.stat().st_mtime if folder.exists() else 0.0
 
 
 def _record(folder: Path) -> JobRecord:

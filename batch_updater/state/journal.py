@@ -38,7 +38,7 @@ RESEND = "resend"        # failed for the run's reason: the next run sends it ag
 FINAL = frozenset(status.value for status in Status)
 
 _COLUMNS = ("row", "status", "stage", "code", "message", "http_status", "attempts",
-            "customer_id", "warnings", "identifier", "in_doubt", "rerun")
+            "customer_id", "warnings", "identifier", "in_doubt", "rerun", "action")
 _INSERT = (f"INSERT OR REPLACE INTO outcome ({', '.join(_COLUMNS)})"
            f" VALUES ({', '.join('?' * len(_COLUMNS))})")
 # A row sent without an answer; a settled outcome (recorded by a run that did not send it) stays.
@@ -49,7 +49,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcome (
     row INTEGER PRIMARY KEY, status TEXT NOT NULL, stage TEXT, code TEXT, message TEXT,
     http_status INTEGER, attempts INTEGER, customer_id TEXT, warnings TEXT, identifier TEXT,
-    in_doubt INTEGER, rerun INTEGER
+    in_doubt INTEGER, rerun INTEGER, action TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS skipped_run (
@@ -126,8 +126,8 @@ class Journal:
         again by the next run; validation errors stay. Returns how many."""
         with self._lock:
             return self._db.execute(
-                "UPDATE outcome SET rerun = 1 WHERE status = ? AND stage IN (?, ?) AND NOT ifnull(rerun, 0)",
-                (Status.ERROR.value, Stage.API.value, Stage.NETWORK.value)).rowcount
+                "UPDATE outcome SET rerun = 1 WHERE status = ? AND stage IN (?, ?, ?) AND NOT ifnull(rerun, 0)",
+                (Status.ERROR.value, Stage.API.value, Stage.CREATE.value, Stage.NETWORK.value)).rowcount
 
     def _absorb_logs(self) -> None:
         """Turn the logs a crashed run left into outcomes and in_flight rows, then empty them."""
@@ -214,12 +214,12 @@ class Journal:
         return {values[0]: _outcome(values) for values in found}
 
     def successes(self, first_row: int, last_row: int) -> list[tuple]:
-        """The successes in a row range, in order, as (row, identifier, customer_id,
+        """The successes in a row range, in order, as (row, action, identifier, customer_id,
         http_status, attempts, warnings, in_doubt): most rows of a report, so no object each."""
         return self._query(
-            "SELECT row, ifnull(identifier, ''), ifnull(customer_id, ''), http_status, ifnull(attempts, 0),"
-            " ifnull(warnings, ''), ifnull(in_doubt, 0) FROM outcome WHERE row BETWEEN ? AND ? AND status = ?"
-            " ORDER BY row", (first_row, last_row, Status.SUCCESS.value))
+            "SELECT row, ifnull(action, ''), ifnull(identifier, ''), ifnull(customer_id, ''), http_status,"
+            " ifnull(attempts, 0), ifnull(warnings, ''), ifnull(in_doubt, 0) FROM outcome"
+            " WHERE row BETWEEN ? AND ? AND status = ? ORDER BY row", (first_row, last_row, Status.SUCCESS.value))
 
     def set_meta(self, **values: str) -> None:
         with self._lock, self._db:
@@ -271,19 +271,22 @@ _RERUN_BEFORE = """UPDATE outcome SET rerun = 1 WHERE status = 'error' AND (
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
-    """A journal written by an earlier version lacks `rerun`: its errors get it by the
-    rules the pool now applies (the classification of their HTTP status)."""
+    """A journal written by an earlier version may lack `rerun` (its errors get it by the
+    rules the pool now applies: the classification of their HTTP status) and `action`
+    (its successes were all updates)."""
     have = {name for _, name, *_ in db.execute("PRAGMA table_info(outcome)")}
     if "rerun" not in have:
         with db:
             db.execute("BEGIN")
             db.execute("ALTER TABLE outcome ADD COLUMN rerun INTEGER")
             db.execute(_RERUN_BEFORE)
+    if "action" not in have:
+        db.execute("ALTER TABLE outcome ADD COLUMN action TEXT")
 
 
 def _values(o: RowOutcome) -> tuple:
     return (o.row, o.status.value, o.stage.value if o.stage else None, o.code, o.message, o.http_status,
-            o.attempts, o.customer_id, o.warnings, o.identifier, int(o.in_doubt), int(o.rerun))
+            o.attempts, o.customer_id, o.warnings, o.identifier, int(o.in_doubt), int(o.rerun), o.action)
 
 
 def set_status(path: Path, status: str) -> None:
@@ -317,9 +320,9 @@ _STAGES = {stage.value: stage for stage in Stage}
 
 def _outcome(values: tuple) -> RowOutcome:
     (row, status, stage, code, message, http_status, attempts,
-     customer_id, warnings, identifier, in_doubt, rerun) = values
+     customer_id, warnings, identifier, in_doubt, rerun, action) = values
     if status == IN_FLIGHT:  # sent, never answered
         return RowOutcome(row, Status.SKIPPED, Stage.NOT_SENT, in_doubt=True, rerun=True)
     return RowOutcome(row, _STATUSES[status], _STAGES.get(stage), code or "",
                       message or "", http_status, attempts or 0, customer_id or "",
-                      warnings or "", identifier or "", bool(in_doubt), bool(rerun))
+                      warnings or "", identifier or "", bool(in_doubt), bool(rerun), action or "")
