@@ -268,45 +268,13 @@ def validate(file: str, as_json: bool, quiet: bool, log_level: str, log_format: 
 
 
 def _report(summary, as_json: bool, quiet: bool) -> None:
+    from .summary import human_summary
+
     if as_json:
         click.echo(summary.to_json().decode())
     elif not quiet:
         click.echo(human_summary(summary))
 
-
-def human_summary(s) -> str:
-    from .output.tallies import describe_groups, describe_warnings
-
-    folder = Path(s.reports["summary"]).parent
-    lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (run the same command with --restart"
-             " to send it all again, or with --retry-failed to send the rows the API refused)"] if s.replayed else []
-    if s.resumed:
-        lines.append(f"job {s.job_id}: resumed; {s.sent_again} rows that earlier runs left to send again"
-                     " were sent, the others kept their outcome")
-    warned = (f" ({s.updated_with_warnings:,} with warnings: {describe_warnings(s.warnings)})"
-              if s.updated_with_warnings else "")
-    upsert = s.mode == "upsert"
-    done = f"{s.updated:,} updated, {s.created:,} created" if upsert else f"{s.success:,} updated"
-    refused = f"{s.api_errors:,} refused by the API" + (f", {s.create_errors:,} refused on add" if upsert else "")
-    lines.append(f"{s.rows:,} rows: {done}{warned}, {s.errors:,} errors ({s.validation_errors:,}"
-                 f" invalid, {refused}, {s.network_errors:,} network),"
-                 f" {s.skipped:,} skipped, {s.not_sent:,} not sent")
-    if s.top_errors:
-        lines.append(f"top errors: {describe_groups(s.top_errors)}")
-    if s.status != "dry_run":
-        adds = (f" ({s.add_requests:,} adds at {s.achieved_add_rate_per_minute:.0f}/min, limit"
-                f" {s.add_rate_limit_per_minute})" if upsert else "")
-        lines.append(f"{s.requests:,} requests in {s.duration_seconds:.1f} s at"
-                     f" {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute}){adds};"
-                     f" {s.retries} retries, {s.throttled} throttled, {s.in_doubt} rows in doubt")
-    if s.reason:
-        lines.append(f"{'aborted' if s.exit_code == 3 else 'stopped'}: {s.reason}")
-    if s.to_send_again and not s.replayed:
-        lines.append(f"{s.to_send_again} rows not sent or failed for the run's reason: run the same"
-                     " command again to send them")
-    lines.append(f"reports: {folder}/ (success.csv, errors.csv, skipped.csv)")
-    lines.append(f"summary: {s.reports['summary']}")
-    return "\n".join(lines)
 
 
 @main.command()
@@ -339,9 +307,10 @@ def jobs(config_path: str | None, output_dir: str | None, as_json: bool) -> None
     def work():
         from .state.jobs import list_jobs
 
-        return list_jobs(_state_config(config_path, output_dir).output.dir)
+        folder = _state_config(config_path, output_dir).output.dir
+        return folder, list_jobs(folder)
 
-    records = _guarded(work)
+    folder, records = _guarded(work)
     if as_json:
         from dataclasses import asdict
 
@@ -350,7 +319,7 @@ def jobs(config_path: str | None, output_dir: str | None, as_json: bool) -> None
         click.echo(orjson.dumps([asdict(r) for r in records], option=orjson.OPT_INDENT_2).decode())
         return
     if not records:
-        click.echo("no jobs yet")
+        click.echo(f"no jobs in {folder}/ (pass --config or --output-dir for another folder)")
         return
     click.echo(_table(["file", "job", "status", "rows", "updated", "errors", "last run", "exit"],
                       [[Path(r.input).name, r.job_id, r.status, _count(r.rows), _count(r.success),
@@ -482,8 +451,10 @@ def sandbox(host, port, customers, customers_csv, rate_limit, create_rate_limit,
       mobile      9198 and i in 8 digits: 919800000000 ... 919800009999 (N = 10,000)
       email       customer<i>@example.com: customer0@example.com ... customer9999@example.com
       externalId  EXT and i in 8 digits: EXT00000000 ... EXT00009999
-    (or the customers of --customers-csv). Basic login: till code "demo.till", password
-    "demo-password"; OAuth: key "demo-key", secret "demo-secret" (it prints them too).
+    (or the customers of --customers-csv). The org has the extended fields city, gender
+    and dateOfBirth, the custom fields preferred_language and newsletter, and the
+    programs 699 and 700. Basic login: till code "demo.till", password "demo-password";
+    OAuth: key "demo-key", secret "demo-secret" (it prints them too).
     """
     from .sandbox import Faults, RateLimit, SandboxSettings, serve
 
@@ -502,6 +473,8 @@ def sandbox(host, port, customers, customers_csv, rate_limit, create_rate_limit,
 @click.option("--output-dir", default="demo-output", show_default=True, type=click.Path(file_okay=False))
 def demo(output_dir: str) -> None:
     """Run the sample file against an in-process sandbox: no credentials, no network."""
+    from .summary import human_summary
+
     summary = _guarded(lambda: _demo(Path(output_dir)))
     click.echo(human_summary(summary))
     worked = summary.status in ("completed", "completed_with_errors") and summary.success > 0

@@ -402,6 +402,10 @@ def _to_threshold(value: Any) -> str:
 
 def _to_names(value: Any) -> tuple[str, ...]:
     """A list of names: a TOML array, or one text of comma-separated names (environment)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        import json
+
+        value = json.loads(value)  # a TOML/JSON array in an environment variable
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
         raise TypeError(value)

@@ -67,10 +67,12 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
     started = datetime.now(UTC)
     with _input_file(input_path, config) as path:
         source: Source = open_input(path, config.input)
-        shown = STDIN if str(input_path) == STDIN else str(source.path)  # summary.json's "input"
-        plan = resolve_headers(source.headers, dict(config.columns), str(source.path))
-        check_org_fields(plan, config.api, str(source.path))
-        _check_row_count(source, config.input.min_rows)
+        piped = str(input_path) == STDIN
+        shown = STDIN if piped else str(source.path)  # summary.json's "input"
+        named = "standard input" if piped else str(source.path)  # in messages
+        plan = resolve_headers(source.headers, dict(config.columns), named)
+        check_org_fields(plan, config.api, named)
+        _check_row_count(source, config.input.min_rows, named)
         if shard:
             source = ShardedInput(source, plan, config, shard)
         screen = screen_input(source, plan, config, dry_run=dry_run)  # max_invalid, duplicates
@@ -97,7 +99,10 @@ def _input_file(input_path: str | Path, config: Config) -> Iterator[Path]:
         yield Path(input_path)
         return
     with spooled_stdin(sys.stdin.buffer, Path(config.output.dir)) as path:
-        yield path
+        try:
+            yield path
+        except InputError as exc:  # name what the user gave, not a temporary file that is gone
+            raise InputError(str(exc).replace(str(path), "standard input")) from None
 
 
 def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassFindings | None, job: Job,
@@ -122,7 +127,7 @@ def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassF
     return summary
 
 
-def _check_row_count(source: Source, min_rows: int) -> None:
+def _check_row_count(source: Source, min_rows: int, named: str) -> None:
     """An empty or cut-short nightly export is usually a broken export: say so, and with
     min_rows refuse it before anything is sent."""
     rows = source.row_count
@@ -131,11 +136,11 @@ def _check_row_count(source: Source, min_rows: int) -> None:
     if rows is None:
         return
     if rows < min_rows:
-        raise InputError(f"{source.path}: {rows:,} data rows, fewer than min_rows = {min_rows:,}, so nothing"
+        raise InputError(f"{named}: {rows:,} data rows, fewer than min_rows = {min_rows:,}, so nothing"
                          " was sent; check the export (empty or cut short?), or lower --min-rows")
     if rows == 0:
         log.warning("%s has no data rows (a header only): nothing to send; an empty export?"
-                    " --min-rows N makes this an error (exit 2)", source.path)
+                    " --min-rows N makes this an error (exit 2)", named)
 
 
 def _progress(config: Config, source: Source) -> Progress:
@@ -190,7 +195,8 @@ def _run_folder(job_folder: Path, kind: str, started: datetime) -> Path:
         try:
             job_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             folder.mkdir(mode=0o700)
-            link_latest(folder)
+            if kind == "run":  # scripts read <dir>/latest/errors.csv: a dry run must not move it
+                link_latest(folder)
             return folder
         except FileExistsError:
             continue

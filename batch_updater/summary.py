@@ -110,14 +110,17 @@ def summarise(config: Config, facts: RunFacts, paths: ReportPaths, counts: Repor
         throttled=sent.throttled, http_statuses=sent.http_statuses,
         started=facts.started.isoformat(timespec="seconds"), finished=finished.isoformat(timespec="seconds"),
         duration_seconds=round((finished - facts.started).total_seconds(), 3),
-        achieved_rate_per_minute=_per_minute(sent.requests - sent.add_requests, sent.seconds),
+        achieved_rate_per_minute=_per_minute(sent.requests - sent.add_requests,
+                                             max(sent.seconds, config.limits.window_seconds)),
         rate_limit_per_minute=limit_per_minute(config), reason=sent.reason, reports=reports,
         config=config.public_dict(), resumed=facts.resumed, shard=facts.shard,
         to_send_again=counts.to_send_again, sent_again=sent.sent_again,
         warnings=dict(counts.warnings.by_code.most_common()), updated_with_warnings=counts.updated_with_warnings,
         top_errors=[group.as_dict() for group in counts.error_groups.top()], mode=config.api.mode,
         updated=counts.success - counts.created, created=counts.created, create_errors=counts.create,
-        add_requests=sent.add_requests, achieved_add_rate_per_minute=_per_minute(sent.add_requests, sent.seconds),
+        add_requests=sent.add_requests,
+        achieved_add_rate_per_minute=_per_minute(sent.add_requests,
+                                                 max(sent.seconds, config.create_limits.window_seconds)),
         add_rate_limit_per_minute=add_limit_per_minute(config))
 
 
@@ -144,6 +147,8 @@ def add_limit_per_minute(config: Config) -> int | None:
 
 
 def _per_minute(requests: int, seconds: float) -> float:
+    """Over at least one window of the limit (the callers see to it): a run shorter than
+    that sent its requests in one window, which the limit allows at any pace."""
     return round(requests / seconds * 60, 1) if seconds > 0 else 0.0
 
 
@@ -152,3 +157,56 @@ def log_end(summary: RunSummary) -> None:
     log.log(level, "%s: %d rows, %d updated, %d errors, %d skipped, %d not sent; exit %d%s",
             summary.status.value, summary.rows, summary.success, summary.errors, summary.skipped,
             summary.not_sent, summary.exit_code, f" ({summary.reason})" if summary.reason else "")
+    if summary.updated_with_warnings:  # a warning: --quiet shows it too
+        log.warning("%d rows applied with warnings (%s): see _warnings in success.csv",
+                    summary.updated_with_warnings, ", ".join(f"{c} x{n}" for c, n in summary.warnings.items()))
+
+
+def human_summary(s: RunSummary) -> str:
+    """The lines the CLI prints at the end of a run."""
+    from pathlib import Path
+
+    from .output.tallies import describe_groups
+
+    lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (run the same command with --restart"
+             " to send it all again, or with --retry-failed to send the rows the API refused)"] if s.replayed else []
+    if s.resumed:
+        again = (f"; {s.sent_again:,} rows that failed for the run's reason were sent again" if s.sent_again else "")
+        lines.append(f"job {s.job_id}: resumed where an earlier run stopped: the rows it settled kept their"
+                     f" outcome{again}")
+    lines.append(_outcome_line(s))
+    if s.top_errors:
+        lines.append(f"top errors: {describe_groups(s.top_errors)}")
+    if s.status != RunStatus.DRY_RUN:
+        adds = (f" ({s.add_requests:,} adds at {s.achieved_add_rate_per_minute:.0f}/min, limit"
+                f" {s.add_rate_limit_per_minute})" if s.mode == "upsert" else "")
+        lines.append(f"{s.requests:,} requests in {s.duration_seconds:.1f} s at"
+                     f" {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute}){adds};"
+                     f" {s.retries} retries, {s.throttled} throttled, {s.in_doubt} rows in doubt")
+    if s.reason:
+        lines.append(f"{'aborted' if s.exit_code == 3 else 'stopped'}: {s.reason}")
+    if s.to_send_again and not s.replayed:
+        lines.append(f"{s.to_send_again} rows not sent or failed for the run's reason: run the same"
+                     " command again to send them")
+    lines.append(f"reports: {Path(s.reports['summary']).parent}/ (success.csv, errors.csv, skipped.csv)")
+    lines.append(f"summary: {s.reports['summary']}")
+    return "\n".join(lines)
+
+
+def _outcome_line(s: RunSummary) -> str:
+    """'29 rows: 24 updated (2 with warnings: 91015 x2), 5 errors (...), 0 skipped, 0 not sent'."""
+    from .output.tallies import describe_warnings
+
+    refused = f"{s.api_errors:,} refused by the API"
+    if s.status == RunStatus.DRY_RUN:
+        return (f"{s.rows:,} rows: {s.skipped:,} valid or skipped (a dry run sends nothing),"
+                f" {s.validation_errors:,} invalid")
+    if s.mode == "upsert":
+        done = f"{s.updated:,} updated, {s.created:,} created"
+        refused += f", {s.create_errors:,} refused on add"
+    else:
+        done = f"{s.success:,} updated"
+    if s.updated_with_warnings:
+        done += f" ({s.updated_with_warnings:,} with warnings: {describe_warnings(s.warnings)})"
+    return (f"{s.rows:,} rows: {done}, {s.errors:,} errors ({s.validation_errors:,} invalid, {refused},"
+            f" {s.network_errors:,} network), {s.skipped:,} skipped, {s.not_sent:,} not sent")

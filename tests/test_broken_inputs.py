@@ -75,7 +75,7 @@ def test_an_empty_file(tmp_path):
 def test_a_header_without_rows_is_zero_rows_and_exit_0(tmp_path):
     result = invoke(tmp_path, "validate", str(CORPUS / "header_only.csv"))
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("0 rows: 0 updated, 0 errors")
+    assert result.stdout.startswith("0 rows: 0 valid or skipped (a dry run sends nothing), 0 invalid")
     summary = validated(tmp_path, CORPUS / "header_only.csv")
     assert (summary["rows"], summary["exit_code"]) == (0, 0)
 

@@ -72,7 +72,8 @@ def test_a_good_basic_setup_passes_with_one_lookup_get_and_no_put(tmp_path, sand
     assert steps[0].line() == f"ok    config      {path} is valid"
     assert detail(steps, "password") == f"the password comes from [api] password_file {tmp_path / 'secret'}"
     assert detail(steps, "tls") == "plain http: no TLS (fine for the sandbox, not for production)"
-    assert detail(steps, "credentials").startswith("accepted (HTTP 400, error 8015: Customer not found")
+    assert detail(steps, "credentials").startswith(
+        'accepted: the probe lookup (a customer who does not exist) was answered "not found" (8015')
     assert detail(steps, "answer time").startswith("lookup answered in ")
     [lookup] = server.state.requests
     assert (lookup.method, lookup.path, lookup.status) == ("GET", "/v2/customers/lookup", 400)

@@ -133,7 +133,7 @@ def test_latest_links_point_at_the_newest_run_and_jobs_lists_every_job(tmp_path,
     assert table[0].split() == ["file", "job", "status", "rows", "updated", "errors", "last", "run", "exit"]
     assert table[1].split()[:3] == ["first.csv", again["job_id"], "finished"]
     assert len(table) == 3
-    assert _cli("jobs", "--output-dir", tmp_path / "nothing").stdout.strip() == "no jobs yet"
+    assert _cli("jobs", "--output-dir", tmp_path / "nothing").stdout.startswith(f"no jobs in {tmp_path / 'nothing'}/")
 
 
 def test_validate_and_dry_run_need_no_password_base_url_or_username(tmp_path):
@@ -165,24 +165,36 @@ def test_validate_help_shows_only_the_options_that_matter_to_it():
 
 def test_already_enrolled_is_an_error_by_default_and_a_success_with_a_warning_when_set(tmp_path, sandbox_server):
     server = sandbox_server()
-    header = ["identifierValue", "loyaltyProgramEnrollments.programId"]
-    source = write_csv(tmp_path / "enrol.csv", header, [[mobile(1), "699"], [mobile(2), "699"]])
+    header = ["identifierValue", "firstName", "loyaltyProgramEnrollments.programId"]
+    night = [[mobile(1), "Asha", "699"], [mobile(2), "Ravi", "699"]]
     config = write_config(tmp_path, server.url)
-    assert _run_json(source, config)[1]["success"] == 2
-    code, night2 = _run_json(source, config, "--restart")  # the second night's full export
+    assert _run_json(write_csv(tmp_path / "enrol.csv", header, night), config)[1]["success"] == 2
+    night[0][1] = "Asha Renamed"  # the second night's full export: the enrolment again, a new name
+    source = write_csv(tmp_path / "enrol.csv", header, night)
+    code, night2 = _run_json(source, config)
     assert code == 1 and night2["errors"] == 2
     assert read_report(night2["reports"]["errors"])[0]["_message"] == "Customer is already enrolled in program 699"
+    assert server.state.customers.get(100001)["firstName"] == "Asha"  # the refusal applied nothing
 
     config = write_config(tmp_path, server.url, api={"already_enrolled": "success"})
     code, night3 = _run_json(source, config, "--restart")
     assert code == 0 and night3["success"] == 2 and night3["errors"] == 0
-    warning = read_report(night3["reports"]["success"])[0]["_warnings"]
-    assert warning == ('1216: Customer is already enrolled in program 699 (counted as applied:'
-                       ' already_enrolled = "success")')
+    success = read_report(night3["reports"]["success"])
+    assert success[0]["_warnings"] == (
+        '1216: Customer is already enrolled in program 699 (counted as applied: already_enrolled = "success";'
+        " the rest of the row was sent without the enrolment)")
+    assert success[0]["_http_status"] == "200" and success[0]["_customer_id"] == "100001"
+    assert server.state.customers.get(100001)["firstName"] == "Asha Renamed"  # the rest was applied
     assert night3["warnings"] == {"1216": 2}
-    # The option says the same.
-    code, night4 = _run_json(source, write_config(tmp_path, server.url), "--restart", "--already-enrolled", "success")
-    assert code == 0 and night4["success"] == 2
+    asha = [("loyaltyProgramEnrollments" in r.body, r.status) for r in server.state.requests
+            if r.query.get("identifierValue") == mobile(1)]
+    assert asha[-2:] == [(True, 400), (False, 200)]
+    # The option says the same; a row with nothing but the enrolment needs no second request.
+    only = write_csv(tmp_path / "only.csv", ["identifierValue", "loyaltyProgramEnrollments.programId"],
+                     [[mobile(1), "699"]])
+    before = len(server.state.requests)
+    code, night4 = _run_json(only, write_config(tmp_path, server.url), "--already-enrolled", "success")
+    assert code == 0 and night4["success"] == 1 and len(server.state.requests) == before + 1
 
 
 def test_a_header_only_file_warns_and_min_rows_refuses_a_short_file(tmp_path, sandbox_server):

@@ -34,7 +34,7 @@ from ..config import LimitSettings
 from ..errors import RunAborted
 from ..outcomes import CREATED, UPDATED, RowOutcome, Stage, Status
 from ..rows.payload import Payload
-from .answers import AnswerPolicy, Attempt, Verdict
+from .answers import ENROLMENT_LEFT_OUT, AnswerPolicy, Attempt, Verdict, enrolled_note
 from .backoff import retry_delay
 from .client import ApiClient
 from .ratelimit import RateLimiter
@@ -77,6 +77,7 @@ class _Tries:
     added: bool = False            # an add was tried: a second 8015 is final
     updated_again: bool = False    # 8006 sent the update again: a second 8006 is final
     last: Attempt | None = None
+    note: str = ""                 # a warning of ours for its success (an enrolment left out)
 
     def took(self, attempt: Attempt) -> None:
         self.attempts += 1
@@ -84,6 +85,12 @@ class _Tries:
         self.reached = self.reached or not attempt.unreachable
         self.in_doubt = self.in_doubt or attempt.in_doubt
         self.last = attempt
+
+    def noted(self, success: Attempt) -> Attempt:
+        """The success with our note, if any, before the API's own warnings."""
+        if not self.note:
+            return success
+        return replace(success, warnings=" | ".join(filter(None, (self.note, success.warnings))))
 
     def switch(self, add: bool) -> None:
         self.add, self.tries = add, 0
@@ -248,12 +255,17 @@ class WorkerPool:
             if attempt.verdict is Verdict.SUCCESS:
                 self._limiters[row.add].succeeded()
                 self._auth_failures = self._fatal_answers = self._failure_streak = 0
-                return _outcome(payload, self._policy.judged(attempt), row)
+                return _outcome(payload, row.noted(self._policy.judged(attempt)), row)
             if self._upsert and (kind := _next_kind(attempt, row)) is not None:
                 row.switch(add=kind)
                 continue
-            if applied := self._policy.counts_as_applied(payload, attempt, row.in_doubt):
+            if applied := self._policy.applied_before(payload, attempt, row.in_doubt):
                 return _outcome(payload, applied, row)
+            if (rest := self._policy.without_enrolment(payload, attempt)) is not None:
+                payload, row.tries, row.note = rest, 0, enrolled_note(attempt, ENROLMENT_LEFT_OUT)
+                if not rest.body:  # the enrolment was all the row had to change
+                    return _outcome(payload, row.noted(Attempt(Verdict.SUCCESS, attempt.http_status)), row)
+                continue
             if attempt.verdict is Verdict.AUTH:
                 return self._auth_failed(payload, attempt, row)
             if attempt.verdict is Verdict.FATAL:

@@ -225,10 +225,10 @@ LATEST_LINK = "latest"
 
 
 def link_latest(run_folder: Path) -> None:
-    """Point `<job folder>/latest` at this run, and `<output dir>/latest` too: a script
-    finds the newest reports without parsing any output. Relative links, replaced
-    atomically, so a reader never sees a missing link; where links cannot be made
-    (some network file systems), the run goes on without them."""
+    """Point `<job folder>/latest` at this run (a real run, not a dry run), and `<output
+    dir>/latest` too: a script finds the newest reports without parsing any output.
+    Relative links, replaced atomically, so a reader never sees a missing link; where
+    links cannot be made (some network file systems), the run goes on without them."""
     job = run_folder.parent
     for folder, target in ((job, run_folder.name), (job.parent, f"{job.name}/{run_folder.name}")):
         temporary = folder / f".{LATEST_LINK}-{os.getpid()}"
@@ -252,13 +252,16 @@ class JobRecord:
     rows: int | None = None
     success: int | None = None
     errors: int | None = None
+    skipped: int | None = None
+    not_sent: int | None = None
     exit_code: int | None = None
     finished: str | None = None
 
 
 def list_jobs(output_dir: Path) -> list[JobRecord]:
     """Every job under `output_dir`, the newest run first."""
-    records = [_record(path.parent) for path in Path(output_dir).glob(f"*/{JOURNAL_NAME}")]
+    records = [_record(path.parent) for path in Path(output_dir).glob(f"*/{JOURNAL_NAME}")
+               if not path.parent.is_symlink()]  # the output folder's `latest` link is no job
     return sorted(records, key=_newest_first, reverse=True)
 
 
@@ -279,7 +282,8 @@ def _record(folder: Path) -> JobRecord:
         status = "interrupted"  # its process died: the next run resumes it
     return JobRecord(meta.get("job_id", folder.name.rsplit("-", 1)[-1]), meta.get("input", "?"), status,
                      str(folder), runs[-1] if runs else "", summary.get("rows"), summary.get("success"),
-                     summary.get("errors"), summary.get("exit_code"), summary.get("finished"))
+                     summary.get("errors"), summary.get("skipped"), summary.get("not_sent"),
+                     summary.get("exit_code"), summary.get("finished"))
 
 
 def _held(lock_path: Path) -> bool:
