@@ -116,7 +116,7 @@ def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassF
         changes = ChangeFilter(state, only_changed=config.state.only_changed)
         sent = asyncio.run(send_chunks(prepare_chunks(source, plan, config, screen, changes), job.journal,
                                        config, max_runtime_seconds=max_runtime_seconds, watch=watch,
-                                       changes=changes))
+                                       changes=changes, run_id=folder.name))
     sent.in_doubt_requests += int(job.journal.meta().get("in_doubt_requests", 0))  # the job's figure
     job.journal.set_meta(in_doubt_requests=str(sent.in_doubt_requests))
     summary = _finish(config, source, job.journal, folder, sent, facts)

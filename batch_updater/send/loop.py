@@ -31,6 +31,8 @@ from ..state.sync_state import ChangeFilter
 if TYPE_CHECKING:
     from .pool import WorkerPool
 
+MINUTES_EVERY = 10.0  # seconds between writes of finished minutes
+
 
 @dataclass
 class SendResult:
@@ -52,7 +54,7 @@ class SendResult:
 
 async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config: Config, *,
                       max_runtime_seconds: float | None = None, watch: ProgressWatch | None = None,
-                      changes: ChangeFilter | None = None) -> SendResult:
+                      changes: ChangeFilter | None = None, run_id: str = "") -> SendResult:
     """Send every row of `chunks` that the job has not settled; stop on a signal or at
     `max_runtime_seconds`, abort on the pool's rules."""
     from .answers import AnswerPolicy
@@ -78,6 +80,7 @@ async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config:
     stores = [journal] + ([changes.state] if changes else [])
     background = [asyncio.create_task(flush_every(store.flush, FLUSH_SECONDS, writer)) for store in stores]
     background.append(asyncio.create_task(watch.run(pool.stats)))
+    background.append(asyncio.create_task(_keep_minutes(pool, journal, run_id)))
     loop = asyncio.get_running_loop()
     remove_handlers = _on_stop_signals(loop, pool)
     timer = (loop.call_later(max_runtime_seconds, pool.stop,
@@ -93,8 +96,16 @@ async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config:
         for task in background:
             task.cancel()
         writer.shutdown(wait=True)  # a commit under way ends before the last ones (reports, close)
+        journal.record_minutes(run_id, pool.timeline.take(finished_only=False))
         await client.close()
     return _result(pool, books.earlier, time.monotonic() - began)
+
+
+async def _keep_minutes(pool: WorkerPool, journal: Journal, run_id: str) -> None:
+    """The minutes that are over go to the journal: a killed run keeps its charts."""
+    while True:
+        await asyncio.sleep(MINUTES_EVERY)
+        journal.record_minutes(run_id, pool.timeline.take())
 
 
 async def _feed(pool: WorkerPool, chunks: Iterator[PreparedChunk], journal: Journal, books: _Books) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,7 @@ from .answers import ENROLMENT_LEFT_OUT, AnswerPolicy, Attempt, Verdict, enrolle
 from .backoff import retry_delay
 from .client import ApiClient
 from .ratelimit import RateLimiter
+from .timeline import Timeline
 
 RETRYABLE = frozenset({Verdict.THROTTLED, Verdict.RETRY, Verdict.NETWORK})
 # Connection failures before the API ever answered that abort the run: the host is
@@ -78,6 +80,7 @@ class _Tries:
     updated_again: bool = False    # 8006 sent the update again: a second 8006 is final
     last: Attempt | None = None
     note: str = ""                 # a warning of ours for its success (an enrolment left out)
+    sent_at: float = 0.0           # when the current request got its slot (time.monotonic)
 
     def took(self, attempt: Attempt) -> None:
         self.attempts += 1
@@ -135,6 +138,7 @@ class WorkerPool:
         self._answered = False  # the API answered at least once in this run
         self._unreachable = 0
         self.stats = PoolStats()
+        self.timeline = Timeline()
         self.abort_reason: str | None = None
         self.stop_reason: str | None = None
         self._interruptible: set[asyncio.Task] = set()  # tasks waiting, not sending
@@ -242,7 +246,7 @@ class WorkerPool:
         row = _Tries(in_doubt=self._was_in_doubt(payload.row))
         while True:
             try:
-                attempt = await self._client.send(payload, pace=functools.partial(self._pace, payload, row.add),
+                attempt = await self._client.send(payload, pace=functools.partial(self._pace, payload, row),
                                                   add=row.add)
             except _Halted:  # no request went out for this attempt
                 return self._halted(payload, row)
@@ -251,7 +255,7 @@ class WorkerPool:
                 self._on_unsent(payload)
                 return self._halted(payload, row)
             row.took(attempt)
-            self._count(attempt, row.add)
+            self._count(attempt, row)
             if attempt.verdict is Verdict.SUCCESS:
                 self._limiters[row.add].succeeded()
                 self._auth_failures = self._fatal_answers = self._failure_streak = 0
@@ -279,26 +283,29 @@ class WorkerPool:
                     if not await self._unless_halted(self._back_off(attempt, row)):
                         return self._halted(payload, row)
                     self.stats.retries += 1
+                    self.timeline.retry()
                     continue
             return self._failed(payload, attempt, row)
 
-    def _pace(self, payload: Payload, add: bool) -> Awaitable[None] | None:
+    def _pace(self, payload: Payload, row: _Tries) -> Awaitable[None] | None:
         """A slot from the kind's limiter, right before a request goes out: None when one
         was free at once (nobody queues for one), else an awaitable that waits for it.
         Either raises _Halted when the run halted first. With the slot, the row is
         marked in flight: the journal knows of every request that may have gone out."""
         if self.halted:
             raise _Halted
-        limiter = self._limiters[add]
+        limiter = self._limiters[row.add]
         if limiter.try_acquire():
             self._on_send(payload)
+            row.sent_at = time.monotonic()
             return None
-        return self._wait_for_slot(payload, limiter)
+        return self._wait_for_slot(payload, limiter, row)
 
-    async def _wait_for_slot(self, payload: Payload, limiter: RateLimiter) -> None:
+    async def _wait_for_slot(self, payload: Payload, limiter: RateLimiter, row: _Tries) -> None:
         if not await self._unless_halted(limiter.acquire()) or self.halted:
             raise _Halted
         self._on_send(payload)
+        row.sent_at = time.monotonic()
 
     def _halted(self, payload: Payload, row: _Tries) -> RowOutcome | None:
         """A row the run halted on: None (not sent) when none of this run's requests for
@@ -356,17 +363,19 @@ class WorkerPool:
             self._failure_streak = self._fatal_answers = 0
         return _outcome(payload, attempt, row)
 
-    def _count(self, attempt: Attempt, add: bool) -> None:
+    def _count(self, attempt: Attempt, row: _Tries) -> None:
         counts = self.stats.status_counts
         if attempt.http_status is not None:
             self._answered = True
         if attempt.renewed:  # the 401 that made the client renew its token
             self.stats.requests += 1
             counts[401] = counts.get(401, 0) + 1
+            self.timeline.request(401, None, add=row.add)
         if not attempt.sent:
             return
         self.stats.requests += 1
-        self.stats.add_requests += add
+        self.stats.add_requests += row.add
+        self.timeline.request(attempt.http_status, time.monotonic() - row.sent_at, add=row.add)
         if attempt.verdict is Verdict.THROTTLED:
             self.stats.throttled += 1
         if attempt.in_doubt:

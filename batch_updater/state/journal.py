@@ -55,7 +55,21 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS skipped_run (
     first_row INTEGER PRIMARY KEY, last_row INTEGER NOT NULL, message TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS minute (
+    run TEXT NOT NULL, minute INTEGER NOT NULL, requests INTEGER, adds INTEGER, retries INTEGER,
+    throttled INTEGER, server_errors INTEGER, network INTEGER, statuses TEXT,
+    p50_ms REAL, p95_ms REAL, max_ms REAL, PRIMARY KEY (run, minute)
+);
 """
+# A minute of a run's requests (send/timeline.py): its start (epoch seconds), then the figures.
+MINUTE_COLUMNS = ("minute", "requests", "adds", "retries", "throttled", "server_errors", "network",
+                  "statuses", "p50_ms", "p95_ms", "max_ms")
+_ADD_MINUTE = (f"INSERT INTO minute (run, {', '.join(MINUTE_COLUMNS)}) VALUES ({', '.join('?' * 12)})"
+               " ON CONFLICT (run, minute) DO UPDATE SET requests = requests + excluded.requests,"
+               " adds = adds + excluded.adds, retries = retries + excluded.retries,"
+               " throttled = throttled + excluded.throttled, server_errors = server_errors + excluded.server_errors,"
+               " network = network + excluded.network, statuses = excluded.statuses,"
+               " p50_ms = excluded.p50_ms, p95_ms = excluded.p95_ms, max_ms = max(max_ms, excluded.max_ms)")
 _SKIPPED = Status.SKIPPED.value
 # Each row's state for the next run: its final status, or IN_FLIGHT / RESEND.
 _STATE = (f"CASE WHEN status = '{IN_FLIGHT}' OR (rerun AND in_doubt) THEN '{IN_FLIGHT}'"
@@ -220,6 +234,21 @@ class Journal:
             "SELECT row, ifnull(action, ''), ifnull(identifier, ''), ifnull(customer_id, ''), http_status,"
             " ifnull(attempts, 0), ifnull(warnings, ''), ifnull(in_doubt, 0) FROM outcome"
             " WHERE row BETWEEN ? AND ? AND status = ? ORDER BY row", (first_row, last_row, Status.SUCCESS.value))
+
+    def record_minutes(self, run: str, minutes: list[tuple]) -> None:
+        """A run's requests per minute (send/timeline.py): what report.html charts. A
+        minute written twice (the run's last, partly taken before) adds up."""
+        if not minutes:
+            return
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(_ADD_MINUTE, [(run, *values) for values in minutes])
+
+    def minutes(self) -> list[dict]:
+        """Every run's minutes, in time order."""
+        names = ("run", *MINUTE_COLUMNS)
+        return [dict(zip(names, values))
+                for values in self._query(f"SELECT {', '.join(names)} FROM minute ORDER BY minute, run")]
 
     def set_meta(self, **values: str) -> None:
         with self._lock, self._db:
