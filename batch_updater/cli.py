@@ -152,21 +152,16 @@ def _overrides(options: dict) -> dict[str, Any]:
 
 
 def _load(options: dict, shard=None, sending: bool = True):
-    from dataclasses import replace
-
     from .config import load_config
+    from .input.shards import ADD_LIMIT, UPDATE_LIMIT, shard_limits
 
     config = load_config(options.get("config_path"), overrides=_overrides(options), sending=sending)
     for warning in config.warnings:
         click.echo(f"batch-updater: warning: {warning}", err=True)
-    if shard and shard.count > 1:  # the limits belong to the API key, which every shard shares
-        if options.get("rate_per_minute") is None:
-            rate = max(1, config.limits.rate_per_minute // shard.count)
-            config = replace(config, limits=replace(config.limits, rate_per_minute=rate))
-        if options.get("create_rate_per_minute") is None:
-            adds = max(1, config.create_limits.rate_per_minute // shard.count)
-            config = replace(config, create_limits=replace(config.create_limits, rate_per_minute=adds))
-    return config
+    # A limit given on the command line with --shard is the shard's own.
+    given = [key for key, option in ((UPDATE_LIMIT, "rate_per_minute"), (ADD_LIMIT, "create_rate_per_minute"))
+             if options.get(option) is not None]
+    return shard_limits(config, shard, given)
 
 
 @main.command()
@@ -181,7 +176,7 @@ def _load(options: dict, shard=None, sending: bool = True):
 @click.option("--only-changed/--full", "only_changed", default=None,
               help="Skip rows the API already acknowledged with the same values / send all and refresh the state.")
 @click.option("--shard", metavar="K/N",
-              help="Only the customers of shard K of N; the rate limit is divided by N unless given.")
+              help="Only the customers of shard K of N; it gets its share of each rate limit unless given.")
 @_output_options
 def run(file: str, dry_run: bool, resume: bool, retry_failed: bool, max_runtime: str | None,
         only_changed: bool | None, shard: str | None,

@@ -1,8 +1,9 @@
 """Example DAG: one big customer file spread over 4 mapped tasks, one shard each.
 
-Each task runs `batch-updater` on its shard with a quarter of the rate limit (the
-limit is per API key, so the shards share it); a final task merges the shards'
-reports into one set. A retried task resumes its shard where it stopped.
+Each task runs `batch-updater` on its shard with its share of the rate limit (the
+limit is per API key, so the shards share it: the shares add up to the connection's
+rate_per_minute); a final task merges the shards' reports into one set. A retried task
+resumes its shard where it stopped.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def capillary_customer_sync():
 
         from batch_updater.output.merge import merge_reports
 
-        folders = [Path(s["reports"]["summary"]).parent for s in summaries]
+        # A mapped task's output is a lazy sequence: index it within its length (iterating
+        # reads one past the end, which Airflow logs as a missing XCom).
+        folders = [Path(summaries[i]["reports"]["summary"]).parent for i in range(len(summaries))]
         return merge_reports(folders, folders[0].parent.parent / "merged")
 
     merge(updates.output)

@@ -8,8 +8,8 @@ The hash (CRC-32) is stable across processes and machines, as Airflow's mapped t
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, replace
 
 from ..config import Config
 from ..errors import UsageError
@@ -37,8 +37,31 @@ class Shard:
     def owns(self, customer_key: str) -> bool:
         return zlib.crc32(customer_key.encode("utf-8")) % self.count == self.index - 1
 
+    def share(self, limit: int) -> int:
+        """This shard's part of `limit`; the N parts add up to it (at least 1 each)."""
+        return max(1, limit // self.count + (self.index <= limit % self.count))
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+UPDATE_LIMIT, ADD_LIMIT = "limits.rate_per_minute", "limits.create.rate_per_minute"
+
+
+def shard_limits(config: Config, shard: Shard | None, given: Collection[str] = ()) -> Config:
+    """The config shard K of N runs with: its share of each rate limit, which belongs to the
+    API key that every shard uses. The shares add up to the key's limit exactly (R // N,
+    one more for the first R % N shards), so N shards at their own limits keep the key's
+    in every window. A limit in `given` (UPDATE_LIMIT, ADD_LIMIT) was set for the shard
+    itself and is kept. The one rule of the CLI's --shard and the Airflow operator."""
+    if shard is None or shard.count == 1:
+        return config
+    limits, adds = config.limits, config.create_limits
+    if UPDATE_LIMIT not in given:
+        limits = replace(limits, rate_per_minute=shard.share(limits.rate_per_minute))
+    if ADD_LIMIT not in given:
+        adds = replace(adds, rate_per_minute=shard.share(adds.rate_per_minute))
+    return replace(config, limits=limits, create_limits=adds)
 
 
 class ShardedInput:

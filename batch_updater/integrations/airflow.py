@@ -5,8 +5,11 @@
                          conn_id="capillary_eu", shard="1/4")
 
 The Airflow connection supplies host (base URL), login (till code or OAuth key),
-password (password or secret) and extras: source, identifier_name, account_id, auth,
-rate_per_minute. The summary goes to XCom (the return value). Exit-code policy:
+password (password or secret) and extras: source, identifier_name, account_id, auth, mode,
+and the API key's limits rate_per_minute and create_rate_per_minute: a shard runs with its
+share of each (input/shards.shard_limits, the CLI's rule), unless the operator's own
+rate_per_minute / create_rate_per_minute give the shard's. The summary goes to XCom once,
+as the return value. Exit-code policy:
 0 succeeds; 1 (some rows in errors.csv) fails the task unless `fail_on_row_errors=False`;
 2, 3 and 4 fail it. On kill (SIGTERM) the run stops cleanly; a retry of the task resumes.
 
@@ -27,32 +30,40 @@ def connection_overrides(host: str | None, login: str | None,
     """Config overrides ("section.key") from an Airflow connection's fields."""
     extras = dict(extras or {})
     overrides: dict[str, Any] = {"api.base_url": host or None, "api.username": login or None}
-    for key in ("source", "identifier_name", "account_id", "auth", "use_async"):
+    for key in ("source", "identifier_name", "account_id", "auth", "use_async", "mode"):
         if key in extras:
             overrides[f"api.{key}"] = extras[key]
     if "rate_per_minute" in extras:
         overrides["limits.rate_per_minute"] = extras["rate_per_minute"]
+    if "create_rate_per_minute" in extras:
+        overrides["limits.create.rate_per_minute"] = extras["create_rate_per_minute"]
     return overrides
 
 
 def run_task(input_path: str, *, host: str | None, login: str | None, password: str | None,
              extras: Mapping[str, Any] | None = None, config_path: str | None = None,
              shard: str | None = None, output_dir: str | None = None,
-             max_runtime_seconds: float | None = None, environ: Mapping[str, str] | None = None
+             max_runtime_seconds: float | None = None, environ: Mapping[str, str] | None = None,
+             rate_per_minute: int | None = None, create_rate_per_minute: int | None = None,
              ) -> dict[str, Any]:
-    """What the operator does, without Airflow: build the config, run, return the summary."""
+    """What the operator does, without Airflow: build the config, run, return the summary.
+    `rate_per_minute` / `create_rate_per_minute`: the shard's own limits (default: its share
+    of the key's)."""
     import os
 
-    from ..input.shards import Shard
+    from ..input.shards import ADD_LIMIT, UPDATE_LIMIT, Shard, shard_limits
     from ..runner import run
 
     overrides = connection_overrides(host, login, extras)
     overrides["output.dir"] = output_dir
+    own = {UPDATE_LIMIT: rate_per_minute, ADD_LIMIT: create_rate_per_minute}
+    overrides.update({key: value for key, value in own.items() if value is not None})
     environment = dict(os.environ if environ is None else environ)
     if password:
         environment[PASSWORD_ENV] = password
     parsed = Shard.parse(shard) if shard else None
-    config = load_config(config_path, overrides=overrides, environ=environment)
+    config = shard_limits(load_config(config_path, overrides=overrides, environ=environment), parsed,
+                          [key for key, value in own.items() if value is not None])
     summary = run(config, input_path, max_runtime_seconds=max_runtime_seconds, shard=parsed)
     return asdict(summary)
 
@@ -90,12 +101,14 @@ def _operator_class():
         def __init__(self, *, input_path: str, conn_id: str = "capillary_default",
                      config_path: str | None = None, shard: str | None = None,
                      output_dir: str | None = None, max_runtime_seconds: float | None = None,
-                     fail_on_row_errors: bool = True, **kwargs):
+                     fail_on_row_errors: bool = True, rate_per_minute: int | None = None,
+                     create_rate_per_minute: int | None = None, **kwargs):
             super().__init__(**kwargs)
             self.input_path, self.conn_id, self.config_path = input_path, conn_id, config_path
             self.shard, self.output_dir = shard, output_dir
             self.max_runtime_seconds = max_runtime_seconds
             self.fail_on_row_errors = fail_on_row_errors
+            self.rate_per_minute, self.create_rate_per_minute = rate_per_minute, create_rate_per_minute
 
         def execute(self, context):
             connection = BaseHook.get_connection(self.conn_id)
@@ -103,8 +116,9 @@ def _operator_class():
                                password=connection.password, extras=connection.extra_dejson,
                                config_path=self.config_path, shard=self.shard,
                                output_dir=self.output_dir,
-                               max_runtime_seconds=self.max_runtime_seconds)
-            context["ti"].xcom_push(key="summary", value=summary)
+                               max_runtime_seconds=self.max_runtime_seconds,
+                               rate_per_minute=self.rate_per_minute,
+                               create_rate_per_minute=self.create_rate_per_minute)
             failure = task_failed(summary, self.fail_on_row_errors)
             if failure:
                 raise AirflowException(failure)
