@@ -72,6 +72,8 @@ SETTINGS: dict[tuple[str, str], Setting] = {
                                    help="false (or --insecure) turns certificate checks off, with a warning"),
     ("api", "mode"): Setting("choice", "update", ("update", "upsert"),
                              help="upsert: a customer the update cannot find (8015) is added (POST /v2/customers)"),
+    ("api", "add_requires"): Setting("names", help="upsert: columns a new customer must have (e.g."
+                                                   ' ["loyaltyType"]): rows without them are invalid'),
     ("api", "fail_on_warnings"): Setting("bool", False,
                                          help="an update the API applied with warnings counts as an error (exit 1)"),
     ("api", "already_enrolled"): Setting("choice", "error", ("error", "success"),
@@ -136,6 +138,7 @@ class ApiSettings:
     ca_bundle: Path | None = None
     verify_tls: bool = True
     mode: str = "update"              # or "upsert": add the customers the update cannot find
+    add_requires: tuple[str, ...] | None = None  # upsert: columns a new customer must have
     fail_on_warnings: bool = False
     already_enrolled: str = "error"
     extended_fields: tuple[str, ...] | None = None  # None: any name (the org's list is not known)
@@ -277,6 +280,7 @@ def load_config(path: str | os.PathLike | None = None, *,
     columns = _columns(raw.get("columns", {}), problems)
     types = _types(raw.get("types", {}), problems)
     _cross_checks(typed, problems)
+    _canonical_add_requires(typed, problems)
     _tls_checks(typed, problems, warnings)
     if problems:
         raise ConfigError(problems)
@@ -481,6 +485,18 @@ def _types(table: Any, problems: list[str]) -> dict[str, str | tuple[str, ...]]:
             problems.append(f"[types] '{name}': expected one of {', '.join(FIELD_TYPES)} or a list of"
                             f" allowed values, got {kind!r}")
     return dict(sorted(types.items()))
+
+
+def _canonical_add_requires(typed: dict, problems: list[str]) -> None:
+    """[api] add_requires names columns as headers may (any case): keep their canonical names."""
+    from .input.columns import canonical_name
+
+    names = typed.get(("api", "add_requires")) or ()
+    unknown = [name for name in names if canonical_name(name) is None]
+    if unknown:
+        problems.append(f"[api] add_requires: {', '.join(map(repr, unknown))} is not a column name"
+                        " (e.g. loyaltyType, firstName, extendedFields.city)")
+    typed[("api", "add_requires")] = tuple(canonical_name(name) or name for name in names) or None
 
 
 def _cross_checks(typed: dict, problems: list[str]) -> None:

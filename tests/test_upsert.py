@@ -157,3 +157,23 @@ def test_both_budgets_are_paced_exactly_and_used_fully(tmp_path, sandbox_server)
     # Used to >= 95% while there was work for it: from its first request to its last.
     assert (len(updates) - 1) / (updates[-1] - updates[0]) >= 0.95 * 20 / window
     assert (len(adds) - 1) / (adds[-1] - adds[0]) >= 0.95 * 10 / window
+
+
+def test_add_requires_refuses_rows_a_new_customer_could_not_be_made_from_before_sending(tmp_path, sandbox_server):
+    server = sandbox_server()
+    config = write_config(tmp_path, server.url, api={**UPSERT, "add_requires": ["loyaltytype"]})
+    source = write_csv(tmp_path / "needs.csv", ["identifierValue", "loyaltyType"],
+                       [[unknown(1), "loyalty"], [unknown(2), ""], [mobile(3), "loyalty"]])
+    code, summary = _run(source, config)
+    assert code == 1 and (summary["created"], summary["updated"], summary["validation_errors"]) == (1, 1, 1)
+    [error] = read_report(summary["reports"]["errors"])
+    assert error["_stage"] == "validation" and error["_row"] == "3"
+    assert error["_message"] == "loyaltyType is required to add a customer ([api] add_requires, upsert mode)"
+    assert {r.query.get("identifierValue") for r in _requests(server, "PUT")} == {unknown(1), mobile(3)}
+
+    no_column = write_csv(tmp_path / "bare.csv", ["identifierValue"], [[unknown(3)]])
+    result = CliRunner().invoke(main, ["run", str(no_column), "--config", str(config)])
+    assert result.exit_code == 2 and "[api] add_requires says need loyaltyType" in result.stderr
+    bad = write_config(tmp_path, server.url, api={**UPSERT, "add_requires": ["loyalty_kind"]})
+    result = CliRunner().invoke(main, ["run", str(source), "--config", str(bad)])
+    assert result.exit_code == 2 and "'loyalty_kind' is not a column name" in result.stderr

@@ -1,4 +1,6 @@
-"""The org's own field names: `[api] extended_fields` and `[api] custom_fields`.
+"""The org's own rules about a file's columns: `[api] extended_fields` and `[api]
+custom_fields` (the names it has), and upsert's `[api] add_requires` (what a new
+customer must have).
 
 Capillary accepts an update naming an extended field the org has not configured, drops
 the field and answers 200 with warning 91015: the night looks green and the data is
@@ -33,6 +35,17 @@ def check_org_fields(plan: ColumnPlan, api: ApiSettings, source: str) -> None:
     if problems:
         raise InputError(f"{source}: " + "; ".join(problems) + ": rename the column, or add the name to"
                          " the list if the org has it (nothing was sent)")
+    if api.mode == "upsert":
+        _check_add_requires(plan, api.add_requires or (), source)
+
+
+def _check_add_requires(plan: ColumnPlan, required: tuple[str, ...], source: str) -> None:
+    names = {name for _, name in plan.used}
+    missing = [name for name in required if name not in names]
+    if missing:
+        raise InputError(f"{source}: upsert mode adds customers that [api] add_requires says need"
+                         f" {', '.join(missing)}, and the file has no such column: add it, or take it out of"
+                         " add_requires (nothing was sent)")
 
 
 def _suggestion(name: str, known: tuple[str, ...]) -> str:

@@ -94,7 +94,8 @@ class ChunkPreparer:
         self.positions = [i for i, _ in used]
         self.names = [name for _, name in used]
         self.unnamed = list(plan.unnamed)
-        self.validator = RowValidator(self.names, **defaults)
+        self.validator = RowValidator(self.names, **defaults,
+                                      required=(api.add_requires or ()) if api.mode == "upsert" else ())
         self.mapper = Mapper(self.names, **defaults)
         self.identifier = self.names.index("identifierValue")
         self.fingerprints = Fingerprints(self.names, config)

@@ -35,7 +35,11 @@ from .checks import (
 
 Convert = Callable[[str], Any]
 ENROLMENT_MINIMUMS = {"programId": 1, "tierNumber": 1, "loyaltyPoints": 0}  # whole numbers
-REQUIRED = pa.Check(lambda s: series_of((s.to_numpy() != "").tolist(), s), error="is required", ignore_na=False)
+def required(error: str = "is required") -> pa.Check:
+    return pa.Check(lambda s: series_of((s.to_numpy() != "").tolist(), s), error=error, ignore_na=False)
+
+
+REQUIRED = required()
 
 
 def spelling(values: Sequence[str]) -> Convert:

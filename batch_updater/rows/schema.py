@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,7 @@ from .checks import (
     listing,
     series_of,
 )
-from .registry import ColumnRules
+from .registry import ColumnRules, required
 
 
 def _frame_checks(columns: list[str], defaults: dict[str, str | None]) -> list[pa.Check]:
@@ -127,15 +127,23 @@ def _needs(required: str, others: list[str], error: str) -> pa.Check:
     return pa.Check(check, ignore_na=False, error=f"{FRAME_CHECK}{required}|{error}")
 
 
+# upsert: an empty cell here means the row could not be added if its customer is missing
+REQUIRED_TO_ADD = required("is required to add a customer ([api] add_requires, upsert mode)")
+
+
 class RowValidator:
     """Validates canonical-named chunks; returns {row number: message} for invalid rows."""
 
     def __init__(self, columns: list[str], *, source: str, identifier_name: str,
                  account_id: str | None, types: Mapping[str, str | tuple[str, ...]] | None = None,
-                 timezone: str = "UTC"):
+                 timezone: str = "UTC", required: Collection[str] = ()):
+        """`required`: columns every row must fill (upsert's [api] add_requires)."""
         defaults = {"source": source, "identifier_name": identifier_name, "account_id": account_id}
         rules = ColumnRules(types, timezone)
         by_column = {name: list(rules.column(name).checks) for name in columns}
+        for name in required:
+            if name in by_column:  # a column the file lacks is refused before (rows/org_fields.py)
+                by_column[name].insert(0, REQUIRED_TO_ADD)
         if "identifierName" not in columns:  # every row's identifier is of the config's kind
             by_column["identifierValue"] += {"mobile": [MOBILE_CHECK], "email": [EMAIL_CHECK]}.get(
                 identifier_name, [])

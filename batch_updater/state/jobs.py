@@ -94,6 +94,7 @@ def _job_facts(path: Path, config: Config, shard: Shard | None = None) -> tuple[
         "--shard": str(shard or ""), "--only-changed": config.state.only_changed}
     if api.mode != "update":  # named only when not the default: the ids of update jobs stay as they were
         settings["[api] mode"] = api.mode
+        settings["[api] add_requires"] = list(api.add_requires or ())
     digest.update(orjson.dumps(list(settings.values()), default=str))
     return digest.hexdigest()[:12], content.hexdigest(), settings
 
