@@ -42,3 +42,6 @@ class RowOutcome:
     # refusals of the row itself (8015, 1046...) stay settled.
     rerun: bool = False
     action: str = ""         # a success's: UPDATED or CREATED
+    # Applied, but the API warned (91015: a field dropped...): --only-changed must not take the
+    # row's values as the customer's. Known while sending only; the journal does not keep it.
+    api_warned: bool = False

@@ -282,3 +282,37 @@ def test_standard_input_is_read_as_a_file_and_the_same_content_continues_its_job
     assert json.loads(checked.stdout)["validation_errors"] == 1
     empty = CliRunner().invoke(main, ["run", "-", "--config", str(config)], input=b"")
     assert empty.exit_code == 2 and "standard input is empty" in empty.stderr
+
+
+def test_an_in_doubt_row_refused_as_already_enrolled_still_gets_the_rest_of_its_changes(tmp_path, sandbox_server):
+    from batch_updater.state.journal import Journal
+
+    server = sandbox_server()
+    header = ["identifierValue", "firstName", "loyaltyProgramEnrollments.programId"]
+    config = write_config(tmp_path, server.url)
+    _run_json(write_csv(tmp_path / "n1.csv", header, [[mobile(7), "Old", "699"]]), config)
+    night2 = write_csv(tmp_path / "n2.csv", header, [[mobile(7), "New", "699"]])
+    code, first = _run_json(night2, config)
+    assert code == 1
+    # As if night 2's request had gone out and its answer been lost (a kill): the row is in doubt.
+    with Journal(Path(first["reports"]["summary"]).parent.parent / "journal.sqlite") as journal:
+        journal._db.execute("UPDATE outcome SET status = 'in_flight', rerun = 1, in_doubt = 1")
+        journal.set_meta(status="stopped")
+    code, resumed = _run_json(night2, config)
+    assert code == 0 and resumed["success"] == 1
+    [row] = read_report(resumed["reports"]["success"])
+    assert "may have enrolled the customer; the rest of the row was sent without the enrolment" in row["_warnings"]
+    assert server.state.customers.get(100007)["firstName"] == "New"
+
+
+def test_only_changed_does_not_remember_a_row_the_api_applied_with_warnings(tmp_path, sandbox_server):
+    server = sandbox_server()
+    config = write_config(tmp_path, server.url)
+    source = _warned_file(tmp_path)
+    code, first = _run_json(source, config, "--only-changed")
+    assert code == 0 and first["updated_with_warnings"] == 2
+    code, second = _run_json(source, config, "--only-changed", "--restart")
+    assert (second["skipped"], second["requests"]) == (2, 2)  # the two warned rows are sent again
+    assert sorted(r["_row"] for r in read_report(second["reports"]["success"])) == ["2", "3"]
+    code, third = _run_json(source, config, "--only-changed", "--restart", "--fail-on-warnings")
+    assert code == 1 and third["errors"] == 2

@@ -106,28 +106,19 @@ class AnswerPolicy:
         return Attempt(Verdict.BUSINESS, success.http_status, warning_codes(success.warnings)[0],
                        WARNED_PREFIX + success.warnings, success.customer_id, success.warnings)
 
-    def applied_before(self, payload: Payload, attempt: Attempt, in_doubt: bool) -> Attempt | None:
-        """An "already enrolled" refusal after an attempt whose answer was lost: that
-        attempt applied the whole update, enrolment included, so a success with a warning."""
-        if not (in_doubt and already_enrolled(payload, attempt)):
+    def without_enrolment(self, payload: Payload, attempt: Attempt, in_doubt: bool) -> tuple[Payload, str] | None:
+        """An "already enrolled" refusal applied nothing of the row. When the enrolment
+        counts as done (an earlier attempt whose answer was lost may have made it, or
+        already_enrolled = "success"), the rest of the row is to be sent again without
+        it: that payload, and the note its success carries. None: not this case."""
+        if not (already_enrolled(payload, attempt) and (in_doubt or self.enrolled_is_success)):
             return None
-        return Attempt(Verdict.SUCCESS, attempt.http_status, warnings=enrolled_note(
-            attempt, "an earlier attempt whose answer was lost enrolled the customer"))
-
-    def without_enrolment(self, payload: Payload, attempt: Attempt) -> Payload | None:
-        """already_enrolled = "success": the API refused the whole request for its
-        enrolment, so the rest of the row is sent again without it (None: not this case)."""
-        if not (self.enrolled_is_success and already_enrolled(payload, attempt)):
-            return None
+        why = ("an earlier attempt whose answer was lost may have enrolled the customer" if in_doubt
+               else 'already_enrolled = "success"')
+        note = (f"{attempt.code or attempt.http_status}: {attempt.message} (counted as applied: {why};"
+                " the rest of the row was sent without the enrolment)")
         body = {key: value for key, value in payload.body.items() if key != "loyaltyProgramEnrollments"}
-        return payload._replace(body=body)
-
-
-def enrolled_note(attempt: Attempt, why: str) -> str:
-    return f"{attempt.code or attempt.http_status}: {attempt.message} (counted as applied: {why})"
-
-
-ENROLMENT_LEFT_OUT = 'already_enrolled = "success"; the rest of the row was sent without the enrolment'
+        return payload._replace(body=body), note
 
 
 WARNED_PREFIX = "applied, with warnings (fail_on_warnings): "

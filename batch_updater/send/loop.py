@@ -153,7 +153,7 @@ class _Books:
         self.journal.acknowledge(outcome)  # durable first: a crash after this never re-sends the row
         self.progress.count(outcome)
         if self.changes:
-            self.changes.answered(outcome.row, outcome.status is Status.SUCCESS)
+            self.changes.answered(outcome.row, outcome.status is Status.SUCCESS and not outcome.api_warned)
         if self.debug and outcome.status is Status.ERROR and outcome.stage:
             log.debug("row %d %s: %s %s %s", outcome.row, outcome.identifier, outcome.stage.value,
                       outcome.code, outcome.message)  # identifiers are masked by the log filter

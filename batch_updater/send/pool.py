@@ -35,7 +35,7 @@ from ..config import LimitSettings
 from ..errors import RunAborted
 from ..outcomes import CREATED, UPDATED, RowOutcome, Stage, Status
 from ..rows.payload import Payload
-from .answers import ENROLMENT_LEFT_OUT, AnswerPolicy, Attempt, Verdict, enrolled_note
+from .answers import AnswerPolicy, Attempt, Verdict
 from .backoff import retry_delay
 from .client import ApiClient
 from .ratelimit import RateLimiter
@@ -88,12 +88,6 @@ class _Tries:
         self.reached = self.reached or not attempt.unreachable
         self.in_doubt = self.in_doubt or attempt.in_doubt
         self.last = attempt
-
-    def noted(self, success: Attempt) -> Attempt:
-        """The success with our note, if any, before the API's own warnings."""
-        if not self.note:
-            return success
-        return replace(success, warnings=" | ".join(filter(None, (self.note, success.warnings))))
 
     def switch(self, add: bool) -> None:
         self.add, self.tries = add, 0
@@ -259,16 +253,14 @@ class WorkerPool:
             if attempt.verdict is Verdict.SUCCESS:
                 self._limiters[row.add].succeeded()
                 self._auth_failures = self._fatal_answers = self._failure_streak = 0
-                return _outcome(payload, row.noted(self._policy.judged(attempt)), row)
+                return _outcome(payload, self._policy.judged(attempt), row)
             if self._upsert and (kind := _next_kind(attempt, row)) is not None:
                 row.switch(add=kind)
                 continue
-            if applied := self._policy.applied_before(payload, attempt, row.in_doubt):
-                return _outcome(payload, applied, row)
-            if (rest := self._policy.without_enrolment(payload, attempt)) is not None:
-                payload, row.tries, row.note = rest, 0, enrolled_note(attempt, ENROLMENT_LEFT_OUT)
-                if not rest.body:  # the enrolment was all the row had to change
-                    return _outcome(payload, row.noted(Attempt(Verdict.SUCCESS, attempt.http_status)), row)
+            if (rest := self._policy.without_enrolment(payload, attempt, row.in_doubt)) is not None:
+                (payload, row.note), row.tries = rest, 0
+                if not payload.body:  # the enrolment was all the row had to change
+                    return _outcome(payload, Attempt(Verdict.SUCCESS, attempt.http_status), row)
                 continue
             if attempt.verdict is Verdict.AUTH:
                 return self._auth_failed(payload, attempt, row)
@@ -398,16 +390,17 @@ def _next_kind(attempt: Attempt, row: _Tries) -> bool | None:
 
 def _outcome(payload: Payload, attempt: Attempt, row: _Tries) -> RowOutcome:
     identifier = payload.lookup.identifier_value
+    warnings = " | ".join(filter(None, (row.note, attempt.warnings)))  # ours first, then the API's
     if attempt.verdict is Verdict.SUCCESS:
         return RowOutcome(payload.row, Status.SUCCESS, None, "", "", attempt.http_status, row.attempts,
-                          attempt.customer_id, attempt.warnings, identifier, row.in_doubt,
-                          action=CREATED if row.add else UPDATED)
+                          attempt.customer_id, warnings, identifier, row.in_doubt,
+                          action=CREATED if row.add else UPDATED, api_warned=bool(attempt.warnings))
     if attempt.verdict is Verdict.NETWORK:
         stage = Stage.NETWORK
     else:
         stage = Stage.CREATE if row.add else Stage.API
     return RowOutcome(payload.row, Status.ERROR, stage, attempt.code, attempt.message,
-                      attempt.http_status, row.attempts, "", attempt.warnings, identifier, row.in_doubt,
+                      attempt.http_status, row.attempts, "", warnings, identifier, row.in_doubt,
                       rerun=attempt.verdict is not Verdict.BUSINESS)
 
 
