@@ -54,6 +54,7 @@ NOT_FOUND = "8015"  # the lookup's answer for the probe: "Customer not found for
 # Stands in for the password while the rest of the config is checked; never sent.
 _PLACEHOLDER = "placeholder: the password has its own step"
 T = TypeVar("T")
+MIN_SECRET = 4  # characters; see _withheld
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,16 @@ def check_setup(config_path: str | os.PathLike | None, overrides: Mapping[str, A
         else:
             steps[name] = CheckStep(name, "skip", SKIPPED)
     secret = setup.config.api.password.reveal() if setup.config else ""
-    return [replace(step, detail=step.detail.replace(secret, "***")) if secret else step
-            for step in steps.values()]  # a second line of defence: no message should hold it
+    return [_withheld(step, secret) for step in steps.values()]
+
+
+def _withheld(step: CheckStep, secret: str) -> CheckStep:
+    """A second line of defence (no message should hold the secret): a detail that does is
+    withheld whole, so nothing hints at it. A secret of a few characters would match
+    ordinary words: it is the password that is wrong then, not the output."""
+    if len(secret) < MIN_SECRET or secret not in step.detail:
+        return step
+    return replace(step, detail="(withheld: the message would show the password)")
 
 
 class _Result(NamedTuple):

@@ -122,6 +122,9 @@ SETTINGS: dict[tuple[str, str], Setting] = {
 # `password` may sit in the file (with a permissions warning) but is not an option.
 FILE_ONLY_KEYS = {("api", "password")}
 TABLES = ("columns", "types")
+# What changes how a file is read and checked: a suggested command carries them (Config.command).
+READING_SETTINGS = (("input", "encoding"), ("input", "delimiter"), ("input", "sheet"), ("input", "timezone"),
+                    ("api", "source"), ("api", "identifier_name"), ("api", "account_id"), ("api", "mode"))
 REQUIRED_TO_SEND = [key for key, setting in SETTINGS.items() if setting.required]
 
 
@@ -221,8 +224,14 @@ class Config:
     path: Path | None = None
 
     def command(self, *words: str | Path) -> str:
-        """A batch-updater command line to suggest, runnable as written (with this --config)."""
+        """A batch-updater command line to suggest, runnable as written: with this --config
+        and the settings that change how the file is read and checked (wherever they came
+        from: a command-line option is not in the config file)."""
         line = ["batch-updater", *map(str, words)] + (["--config", str(self.path)] if self.path else [])
+        for section, key in READING_SETTINGS:
+            value = getattr(getattr(self, section), key)
+            if value is not None and value != SETTINGS[(section, key)].default:
+                line += ["--" + key.replace("_", "-"), str(value)]  # each has an option of that name
         return shlex.join(line)
 
     def public_dict(self) -> dict[str, Any]:

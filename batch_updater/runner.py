@@ -82,13 +82,28 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
         try:
             reopened = job.journal.reopen_failed() if retry_failed else 0
             if job.finished and not reopened:
-                return RunSummary.replayed_from(job.journal.meta()["summary"])
+                replayed = RunSummary.replayed_from(job.journal.meta()["summary"])
+                _judged_otherwise(config, replayed)
+                return replayed
             facts = RunFacts(shown, job.id, started, resumed=job.resuming or job.finished,
                              shard=str(shard) if shard else None)
             watch = ProgressWatch(_progress(config, source), on_progress, progress_every)
             return _send_job(config, source, plan, screen, job, facts, watch, max_runtime_seconds)
         finally:
             job.close()
+
+
+def _judged_otherwise(config: Config, replayed: RunSummary) -> None:
+    """Settings that judge answers do not make a new job: say when the finished job was
+    judged otherwise, and how to apply them."""
+    before = replayed.config.get("api", {})
+    warned, enrolled = before.get("fail_on_warnings", False), before.get("already_enrolled", "error")
+    if warned != config.api.fail_on_warnings:
+        log.warning("job %s finished with fail_on_warnings = %s: run with --restart to judge its rows with"
+                    " the setting as it is now", replayed.job_id, str(warned).lower())
+    if enrolled != config.api.already_enrolled:
+        log.warning("job %s finished with already_enrolled = \"%s\": run with --retry-failed to send its"
+                    " refused rows again under the setting as it is now", replayed.job_id, enrolled)
 
 
 @contextmanager
@@ -102,7 +117,8 @@ def _input_file(input_path: str | Path, config: Config) -> Iterator[Path]:
         try:
             yield path
         except InputError as exc:  # name what the user gave, not a temporary file that is gone
-            raise InputError(str(exc).replace(str(path), "standard input")) from None
+            message = str(exc).replace(f"validate {path}", f"validate {STDIN}")  # a suggested command
+            raise InputError(message.replace(str(path), "standard input")) from None
 
 
 def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassFindings | None, job: Job,
@@ -111,7 +127,7 @@ def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassF
     folder = _run_folder(job.folder, "run", facts.started)
     run_context.set({"run_id": folder.name, "job_id": job.id})
     log.info("%s %s: job %s, reports in %s", "resuming" if facts.resumed else "starting",
-             source.path, job.id, folder)
+             "standard input" if facts.input == STDIN else facts.input, job.id, folder)
     with SyncState(config.state_path) as state:
         changes = ChangeFilter(state, only_changed=config.state.only_changed)
         sent = asyncio.run(send_chunks(prepare_chunks(source, plan, config, screen, changes), job.journal,
@@ -128,19 +144,19 @@ def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassF
 
 
 def _check_row_count(source: Source, min_rows: int, named: str) -> None:
-    """An empty or cut-short nightly export is usually a broken export: say so, and with
-    min_rows refuse it before anything is sent."""
-    rows = source.row_count
-    if rows is None and min_rows:  # an Excel sheet is not counted unless asked
-        rows = sum(len(chunk.frame) for chunk in source.chunks())
-    if rows is None:
+    """An empty or cut-short nightly export is usually a broken export: with min_rows,
+    refuse one with fewer non-blank rows before anything is sent (an extra pass)."""
+    if not min_rows:
         return
+    rows = sum(int(_filled(chunk.frame).sum()) for chunk in source.chunks())
     if rows < min_rows:
         raise InputError(f"{named}: {rows:,} data rows, fewer than min_rows = {min_rows:,}, so nothing"
                          " was sent; check the export (empty or cut short?), or lower --min-rows")
-    if rows == 0:
-        log.warning("%s has no data rows (a header only): nothing to send; an empty export?"
-                    " --min-rows N makes this an error (exit 2)", named)
+
+
+def _filled(frame):
+    """Rows with some non-blank cell."""
+    return frame.fillna("").astype(str).apply(lambda column: column.str.strip() != "").any(axis=1)
 
 
 def _progress(config: Config, source: Source) -> Progress:
@@ -185,6 +201,12 @@ def _finish(config: Config, source: Source, journal: Journal, folder: Path, sent
         write_private(paths.summary, summary.to_json())
     except OSError as exc:  # a full disk: the journal is intact, a rerun writes the reports
         raise RunAborted(write_failure_message(folder, exc)) from None
+    if not facts.dry_run:  # scripts read <dir>/latest/errors.csv: whole reports of a real run only
+        link_latest(folder)
+    if summary.rows == 0:
+        log.warning("%s has no data rows (a header only): nothing to send; an empty export?"
+                    " --min-rows N makes this an error (exit 2)",
+                    "standard input" if facts.input == STDIN else facts.input)
     return summary
 
 
@@ -195,8 +217,6 @@ def _run_folder(job_folder: Path, kind: str, started: datetime) -> Path:
         try:
             job_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             folder.mkdir(mode=0o700)
-            if kind == "run":  # scripts read <dir>/latest/errors.csv: a dry run must not move it
-                link_latest(folder)
             return folder
         except FileExistsError:
             continue

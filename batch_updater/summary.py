@@ -78,7 +78,11 @@ class RunSummary:
     def replayed_from(cls, stored: str) -> RunSummary:
         values = orjson.loads(stored)
         values.update(replayed=True, status=RunStatus(values["status"]))
-        return cls(**values)
+        values.setdefault("updated", values["success"] - values.get("created", 0))  # an earlier version's
+        return cls(**{name: value for name, value in values.items() if name in _FIELDS})
+
+
+_FIELDS = set(RunSummary.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -158,8 +162,10 @@ def log_end(summary: RunSummary) -> None:
             summary.status.value, summary.rows, summary.success, summary.errors, summary.skipped,
             summary.not_sent, summary.exit_code, f" ({summary.reason})" if summary.reason else "")
     if summary.updated_with_warnings:  # a warning: --quiet shows it too
+        from .output.tallies import describe_warnings
+
         log.warning("%d rows applied with warnings (%s): see _warnings in success.csv",
-                    summary.updated_with_warnings, ", ".join(f"{c} x{n}" for c, n in summary.warnings.items()))
+                    summary.updated_with_warnings, describe_warnings(summary.warnings))
 
 
 def human_summary(s: RunSummary) -> str:
@@ -171,9 +177,9 @@ def human_summary(s: RunSummary) -> str:
     lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (run the same command with --restart"
              " to send it all again, or with --retry-failed to send the rows the API refused)"] if s.replayed else []
     if s.resumed:
-        again = (f"; {s.sent_again:,} rows that failed for the run's reason were sent again" if s.sent_again else "")
-        lines.append(f"job {s.job_id}: resumed where an earlier run stopped: the rows it settled kept their"
-                     f" outcome{again}")
+        again = (f"; {s.sent_again:,} rows they left unsettled (failed for the run's reason, or reopened by"
+                 " --retry-failed) were sent again" if s.sent_again else "")
+        lines.append(f"job {s.job_id}: continued: the rows earlier runs settled kept their outcome{again}")
     lines.append(_outcome_line(s))
     if s.top_errors:
         lines.append(f"top errors: {describe_groups(s.top_errors)}")

@@ -87,10 +87,11 @@ def test_an_add_whose_answer_was_lost_never_creates_a_second_customer(tmp_path, 
     # Every request may be applied and then have its connection dropped: the add is sent
     # again, answered 8006 (the lost attempt created the customer), and the row is updated.
     server = sandbox_server(faults=Faults(drop_after=0.3), seed=7)
-    config = write_config(tmp_path, server.url, api=UPSERT, limits={"max_attempts": 8})
+    config = write_config(tmp_path, server.url, api=UPSERT,
+                          limits={"max_attempts": 8, "backoff_base_seconds": 0.05, "backoff_cap_seconds": 0.2})
     source, new = _mixed_file(tmp_path, rows=60)
     code, summary = _run(source, config)
-    assert code == 0, summary
+    assert code == 0, read_report(summary["reports"]["errors"])
     assert summary["success"] == 60 and summary["in_doubt"] > 0
     applied_adds = Counter(next(i["value"] for i in r.body["profiles"][0]["identifiers"] if i["type"] == "mobile")
                            for r in _requests(server, "POST") if r.applied)

@@ -26,6 +26,25 @@ BLOCK = 1 << 20
 STDIN = "-"  # the input path that means standard input
 
 
+def _sweep(folder: Path) -> None:
+    """Remove the copies that killed processes left (personal data): a folder's name says
+    whose it is, and a process that is gone cannot use it any more."""
+    for stale in folder.glob(".stdin-*-*"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 @contextmanager
 def spooled_stdin(stream: BinaryIO, folder: Path) -> Iterator[Path]:
     """Copy `stream` into a 0600 file in a new 0700 folder under `folder` and yield its path;
@@ -35,7 +54,8 @@ def spooled_stdin(stream: BinaryIO, folder: Path) -> Iterator[Path]:
                          " or give the file's path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        private = Path(tempfile.mkdtemp(prefix=".stdin-", dir=folder))  # mkdtemp makes it 0700
+        _sweep(folder)
+        private = Path(tempfile.mkdtemp(prefix=f".stdin-{os.getpid()}-", dir=folder))  # mkdtemp makes it 0700
     except OSError as exc:
         raise InputError(f"cannot create a folder for standard input in {folder} ({_reason(exc)})") from None
     try:

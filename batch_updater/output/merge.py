@@ -11,8 +11,10 @@ from pathlib import Path
 import orjson
 
 from ..errors import InputError
+from ..outcomes import RowOutcome, Stage, Status
+from .csvsafe import restore
 from .reports import open_private, write_private
-from .tallies import TOP_GROUPS
+from .tallies import ErrorGroups
 
 REPORTS = ("success.csv", "errors.csv", "skipped.csv")
 SUMMED = ("rows", "success", "errors", "skipped", "not_sent", "validation_errors", "api_errors",
@@ -35,7 +37,7 @@ def merge_reports(run_folders: list[Path], output: Path) -> dict:
     merged = {key: sum(s.get(key, 0) for s in summaries) for key in SUMMED}
     merged["exit_code"] = max(s["exit_code"] for s in summaries)
     merged["warnings"] = dict(sum((Counter(s.get("warnings", {})) for s in summaries), Counter()).most_common())
-    merged["top_errors"] = _top_errors(summaries)
+    merged["top_errors"] = _top_errors(output / "errors.csv")
     merged["shards"] = [{"shard": s.get("shard"), "summary": str(f / "summary.json"),
                          "exit_code": s["exit_code"]} for s, f in zip(summaries, run_folders)]
     merged["reports"] = {name.split(".")[0]: str(output / name) for name in REPORTS}
@@ -43,18 +45,16 @@ def merge_reports(run_folders: list[Path], output: Path) -> dict:
     return merged
 
 
-def _top_errors(summaries: list[dict]) -> list[dict]:
-    """The shards' error groups added up by cause, each with the first example row."""
-    groups: dict[tuple, dict] = {}
-    for summary in summaries:
-        for group in summary.get("top_errors", []):
-            key = (group["stage"], group["code"], group["message"])
-            if key in groups:
-                groups[key]["count"] += group["count"]
-                groups[key]["example_row"] = min(groups[key]["example_row"], group["example_row"])
-            else:
-                groups[key] = dict(group)
-    return sorted(groups.values(), key=lambda g: (-g["count"], g["example_row"]))[:TOP_GROUPS]
+def _top_errors(errors_csv: Path) -> list[dict]:
+    """The merged errors grouped by cause, from the merged errors.csv (each shard's summary
+    holds its top groups only)."""
+    groups = ErrorGroups()
+    with open(errors_csv, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            status = row.get("_http_status") or ""
+            groups.add(RowOutcome(int(row["_row"]), Status.ERROR, Stage(row["_stage"]), restore(row["_code"]),
+                                  restore(row["_message"]), int(status) if status.isdigit() else None))
+    return [group.as_dict() for group in groups.top()]
 
 
 def _summary(folder: Path) -> dict:

@@ -51,4 +51,6 @@ def _check_add_requires(plan: ColumnPlan, required: tuple[str, ...], source: str
 def _suggestion(name: str, known: tuple[str, ...]) -> str:
     by_lower = {k.lower(): k for k in known}
     close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean '{by_lower[close[0]]}'?)" if close else f" (known: {', '.join(known)})"
+    if close:
+        return f" (did you mean '{by_lower[close[0]]}'?)"
+    return f" (known: {', '.join(known)})" if known else " (the list is empty)"

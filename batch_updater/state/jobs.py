@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -223,6 +224,7 @@ def _set_aside(journal_path: Path) -> None:
 
 
 LATEST_LINK = "latest"
+RUN_NAME = re.compile(r"run-\d{8}T\d{6}Z(-\d+)?")  # as runner._run_folder names them
 
 
 def link_latest(run_folder: Path) -> None:
@@ -261,8 +263,9 @@ class JobRecord:
 
 def list_jobs(output_dir: Path) -> list[JobRecord]:
     """Every job under `output_dir`, the newest run first."""
-    records = [_record(path.parent) for path in Path(output_dir).glob(f"*/{JOURNAL_NAME}")
-               if not path.parent.is_symlink()]  # the output folder's `latest` link is no job
+    folders = [path.parent for path in Path(output_dir).glob(f"*/{JOURNAL_NAME}")
+               if path.is_file() and not path.parent.is_symlink()]  # the output folder's `latest` is no job
+    records = [record for record in map(_record, folders) if record is not None]
     return sorted(records, key=_newest_first, reverse=True)
 
 
@@ -274,14 +277,17 @@ def _newest_first(record: JobRecord) -> tuple[str, float]:
     return record.last_run.split("-", 1)[1], folder.stat().st_mtime if folder.exists() else 0.0
 
 
-def _record(folder: Path) -> JobRecord:
+def _record(folder: Path) -> JobRecord | None:
     meta = read_meta(folder / JOURNAL_NAME)
+    if "job_id" not in meta:
+        return None  # not a job's journal (or not one at all)
     summary = orjson.loads(meta["summary"]) if meta.get("summary") else {}
-    runs = sorted((p.name for p in folder.glob("run-*") if p.is_dir()), key=lambda name: name.split("-", 1)[1])
+    runs = sorted((p.name for p in folder.glob("run-*") if p.is_dir() and RUN_NAME.fullmatch(p.name)),
+                  key=lambda name: name.split("-", 1)[1])
     status = meta.get("status", JobStatus.NEW)
     if status == JobStatus.RUNNING and not _held(folder / LOCK_NAME):
         status = "interrupted"  # its process died: the next run resumes it
-    return JobRecord(meta.get("job_id", folder.name.rsplit("-", 1)[-1]), meta.get("input", "?"), status,
+    return JobRecord(meta["job_id"], meta.get("input", "?"), status,
                      str(folder), runs[-1] if runs else "", summary.get("rows"), summary.get("success"),
                      summary.get("errors"), summary.get("skipped"), summary.get("not_sent"),
                      summary.get("exit_code"), summary.get("finished"))
