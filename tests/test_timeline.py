@@ -17,17 +17,17 @@ class Clock:
 
 
 def test_minutes_count_statuses_and_reduce_answer_times_to_percentiles(tmp_path):
-    clock = Clock(6_000.0)  # minute 6000 (100 minutes after the epoch)
-    timeline = Timeline(clock)
+    clock = Clock(6_000.0)  # minute 6000 (100 minutes after the epoch); the wall clock is the same
+    timeline = Timeline(clock, wall=clock)
     for i in range(1, 101):  # 1 ms .. 100 ms
-        timeline.request(200, i / 1000)
-    timeline.request(429, 0.002)
-    timeline.request(503, 0.003, add=True)
-    timeline.request(None, None)  # dropped: no answer
+        timeline.request(clock.now, 200, i / 1000)
+    timeline.request(clock.now, 429, 0.002)
+    timeline.request(clock.now, 503, 0.003, add=True)
+    timeline.request(clock.now, None, None)  # dropped: no answer
     timeline.retry()
     assert timeline.take() == []  # the minute is not over yet
     clock.now = 6_061.0
-    timeline.request(200, 0.5)
+    timeline.request(clock.now, 200, 0.5)
     [row] = timeline.take()
     minute = dict(zip(MINUTE_COLUMNS, row))
     assert (minute["minute"], minute["requests"], minute["adds"], minute["retries"], minute["throttled"],
@@ -41,3 +41,13 @@ def test_minutes_count_statuses_and_reduce_answer_times_to_percentiles(tmp_path)
         journal.record_minutes("run-1", [row, last])
         assert [(m["run"], m["minute"], m["requests"]) for m in journal.minutes()] == [
             ("run-1", 6_000, 103), ("run-1", 6_060, 1)]
+
+
+def test_a_minute_taken_whole_is_counted_afresh_after():
+    clock = Clock(6_000.0)
+    timeline = Timeline(clock, wall=clock)
+    timeline.request(clock.now, 200, 0.01)
+    [first] = timeline.take(finished_only=False)
+    timeline.request(clock.now, 200, 0.01)  # the same minute, after it was taken
+    [second] = timeline.take(finished_only=False)
+    assert (first[0], first[1], second[0], second[1]) == (6_000, 1, 6_000, 1)

@@ -67,7 +67,7 @@ class PoolStats:
     status_counts: dict[int, int] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tries:
     """One row's attempts so far, across both APIs."""
 
@@ -362,12 +362,13 @@ class WorkerPool:
         if attempt.renewed:  # the 401 that made the client renew its token
             self.stats.requests += 1
             counts[401] = counts.get(401, 0) + 1
-            self.timeline.request(401, None, add=row.add)
+            self.timeline.request(row.sent_at, 401, None, row.add)
         if not attempt.sent:
             return
         self.stats.requests += 1
         self.stats.add_requests += row.add
-        self.timeline.request(attempt.http_status, time.monotonic() - row.sent_at, add=row.add)
+        now = time.monotonic()
+        self.timeline.request(now, attempt.http_status, now - row.sent_at, row.add)
         if attempt.verdict is Verdict.THROTTLED:
             self.stats.throttled += 1
         if attempt.in_doubt:
@@ -390,7 +391,9 @@ def _next_kind(attempt: Attempt, row: _Tries) -> bool | None:
 
 def _outcome(payload: Payload, attempt: Attempt, row: _Tries) -> RowOutcome:
     identifier = payload.lookup.identifier_value
-    warnings = " | ".join(filter(None, (row.note, attempt.warnings)))  # ours first, then the API's
+    warnings = attempt.warnings  # ours, if any, first
+    if row.note:
+        warnings = f"{row.note} | {warnings}" if warnings else row.note
     if attempt.verdict is Verdict.SUCCESS:
         return RowOutcome(payload.row, Status.SUCCESS, None, "", "", attempt.http_status, row.attempts,
                           attempt.customer_id, warnings, identifier, row.in_doubt,
