@@ -90,6 +90,10 @@ SETTING_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
       "help": "PEM file of CA certificates to trust for the API (a private CA or TLS proxy)."}),
     ("--insecure", "api.verify_tls", {"is_flag": True, "flag_value": False, "default": None,
                                       "help": "Do not verify the API's TLS certificate (warns; prefer --ca-bundle)."}),
+    ("--metrics-file", "output.metrics_file",
+     {"type": click.Path(dir_okay=False),
+      "help": "Write the run's Prometheus metrics here (textfile collector), every 30 s and at the end."}),
+    ("--job-name", "output.job_name", {"help": "The metrics' job label (default: the input file's stem)."}),
     ("--mask-identifiers", "output.mask_identifiers",
      {"is_flag": True, "flag_value": True, "default": None,
       "help": "Mask identifiers in success.csv and skipped.csv (errors.csv stays re-feedable)."}),
@@ -105,6 +109,7 @@ SETTING_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 # Options that only matter when requests go out: `validate` does not show them.
 SENDING_ONLY = {"--base-url", "--auth", "--username", "--rate-per-minute", "--create-rate-per-minute",
+                "--metrics-file", "--job-name",
                 "--concurrency", "--timeout-seconds",
                 "--max-attempts", "--ca-bundle", "--insecure", "--fail-on-warnings", "--already-enrolled"}
 # What `check` uses: where the API is and who we are to it.
@@ -401,9 +406,11 @@ def merge(folders: tuple[str, ...], output_dir: str, as_json: bool) -> None:
     """Combine the reports of every shard of a job (run folders, or job folders: their
     latest run) into one success.csv, errors.csv, skipped.csv and summary.json."""
     from .output.merge import merge_reports
+    from .output.publish import write_report_page
 
     runs = [_latest_run(Path(folder)) for folder in folders]
     merged = _guarded(lambda: merge_reports(runs, Path(output_dir)))
+    write_report_page(Path(output_dir))
     if as_json:
         import orjson
         click.echo(orjson.dumps(merged, option=orjson.OPT_INDENT_2).decode())
@@ -411,6 +418,18 @@ def merge(folders: tuple[str, ...], output_dir: str, as_json: bool) -> None:
         click.echo(f"{merged['rows']} rows from {len(runs)} shards: {merged['success']} updated,"
                    f" {merged['errors']} errors, {merged['skipped']} skipped -> {output_dir}")
     sys.exit(merged["exit_code"])
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+def report(folder: str) -> None:
+    """Build report.html again for FOLDER: a run folder, a job folder (its latest run), an
+    output folder (the latest run of any job) or the folder of merged shards. The page
+    has the headline, charts per minute, the errors by cause, the settings and the runs
+    of the job; it opens offline in a browser."""
+    from .output.html_report import write_report_html
+
+    click.echo(_guarded(lambda: write_report_html(Path(folder))))
 
 
 def _latest_run(folder: Path) -> Path:

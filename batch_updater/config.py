@@ -105,9 +105,12 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("limits.create", "window_seconds"): Setting("float", 60.0, minimum=0.01),
     ("output", "dir"): Setting("path", "reports"),
     ("output", "mask_identifiers"): Setting("bool", False, help="mask identifiers in success.csv and skipped.csv"),
+    ("output", "metrics_file"): Setting("path", help="Prometheus textfile-collector file: the run's metrics"),
+    ("output", "job_name"): Setting("str", help="the metrics' job label; default the input file's stem"),
     ("state", "path"): Setting("path", help="state store for --only-changed; default <output dir>/state.sqlite"),
     ("state", "only_changed"): Setting("bool", False, help="skip rows whose payload the API already acknowledged"),
     ("notify", "webhook_url"): Setting("str", help="Slack-compatible webhook, posted when a run has errors or aborts"),
+    ("notify", "pushgateway_url"): Setting("str", help="Prometheus Pushgateway: the run's metrics are pushed there"),
     ("input", "chunk_rows"): Setting("int", 10_000, minimum=1),
     ("input", "encoding"): Setting("str", help="text encoding; default UTF-8 with or without BOM"),
     ("input", "delimiter"): Setting("str", help="CSV delimiter; default sniffed"),
@@ -178,6 +181,8 @@ class CreateLimitSettings:
 class OutputSettings:
     dir: Path
     mask_identifiers: bool = False
+    metrics_file: Path | None = None
+    job_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,7 @@ class StateSettings:
 @dataclass(frozen=True)
 class NotifySettings:
     webhook_url: str | None  # Slack-compatible; it carries a token, so it is never shown
+    pushgateway_url: str | None = None  # may carry user:password: never shown either
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from .config import Config
-from .errors import InputError, RunAborted
+from .errors import BatchUpdaterError, InputError, RunAborted
 from .input.columns import ColumnPlan, resolve_headers
 from .input.reader import open_input
 from .input.shards import Shard, ShardedInput
@@ -30,8 +30,8 @@ from .input.source import Source
 from .input.stdin import STDIN, spooled_stdin
 from .outcomes import RowOutcome, Status
 from .output.logs import log, run_context
-from .output.notify import notify
 from .output.progress import LOG_INTERVAL, Progress, ProgressWatch
+from .output.publish import job_name, metrics_while_running, publish, publish_metrics
 from .output.reports import (
     ReportPaths,
     identifier_columns,
@@ -65,6 +65,20 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
     the rows of one shard; `on_progress` is called every `progress_every` seconds.
     """
     started = datetime.now(UTC)
+    try:
+        return _run(config, input_path, started, dry_run=dry_run, restart=restart, retry_failed=retry_failed,
+                    max_runtime_seconds=max_runtime_seconds, shard=shard, on_progress=on_progress,
+                    progress_every=progress_every)
+    except BatchUpdaterError as exc:  # the metrics say that the night failed, and how
+        shown = STDIN if str(input_path) == STDIN else str(input_path)
+        publish_metrics(config, {"exit_code": exc.exit_code, "started": started.isoformat(timespec="seconds")},
+                        job_name(config, shown))
+        raise
+
+
+def _run(config: Config, input_path: str | Path, started: datetime, *, dry_run: bool, restart: bool,
+         retry_failed: bool, max_runtime_seconds: float | None, shard: Shard | None,
+         on_progress: Callable[[Progress], None] | None, progress_every: float) -> RunSummary:
     with _input_file(input_path, config) as path:
         source: Source = open_input(path, config.input)
         piped = str(input_path) == STDIN
@@ -84,10 +98,13 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
             if job.finished and not reopened:
                 replayed = RunSummary.replayed_from(job.journal.meta()["summary"])
                 _judged_otherwise(config, replayed)
+                publish_metrics(config, replayed, job_name(config, shown))  # the nightly run did run
                 return replayed
             facts = RunFacts(shown, job.id, started, resumed=job.resuming or job.finished,
                              shard=str(shard) if shard else None)
-            watch = ProgressWatch(_progress(config, source), on_progress, progress_every)
+            observer = metrics_while_running(config, job_name(config, shown), started.isoformat(timespec="seconds"),
+                                             on_progress)
+            watch = ProgressWatch(_progress(config, source), observer, progress_every)
             return _send_job(config, source, plan, screen, job, facts, watch, max_runtime_seconds)
         finally:
             job.close()
@@ -139,7 +156,7 @@ def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassF
     job.journal.set_meta(status=JobStatus.after(summary.exit_code, summary.to_send_again),
                          summary=summary.to_json().decode())
     log_end(summary)
-    notify(config, summary)
+    publish(config, summary, folder, job_name(config, facts.input))
     return summary
 
 
@@ -172,7 +189,9 @@ def _dry_run(config: Config, source: Source, plan: ColumnPlan, facts: RunFacts,
     with Journal(folder / "journal.sqlite") as journal:
         sent = asyncio.run(_preview(prepare_chunks(source, plan, config, screen), journal,
                                     folder / "preview.jsonl", config))
-        return _finish(config, source, journal, folder, sent, facts)
+        summary = _finish(config, source, journal, folder, sent, facts)
+    publish(config, summary, folder, job_name(config, facts.input))  # report.html, once the journal is closed
+    return summary
 
 
 async def _preview(chunks: Iterator[PreparedChunk], journal: Journal, path: Path, config: Config) -> SendResult:

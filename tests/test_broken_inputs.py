@@ -386,7 +386,7 @@ def test_a_config_with_unknown_keys_and_wrong_types(tmp_path):
     assert result.stdout == ""
     assert result.stderr == (
         "batch-updater: error: the configuration has problems:\n"
-        f"  - {config}: unknown key 'colour' in [output] (known: dir, mask_identifiers)\n"
+        f"  - {config}: unknown key 'colour' in [output] (known: dir, job_name, mask_identifiers, metrics_file)\n"
         f"  - {config} [limits] rate_per_minute: expected a whole number, got 'fast'\n"
         f"  - {config} [limits] concurrency: must be at least 1, got 0\n")
 

@@ -139,7 +139,7 @@ class ProgressWatch:
     def __init__(self, progress: Progress, observer: Callable[[Progress], None] | None = None,
                  every: float = LOG_INTERVAL):
         self.progress = progress
-        self.observer = observer or _log_progress
+        self.observer = observer or log_progress
         self.every = every
 
     async def run(self, stats) -> None:
@@ -151,7 +151,7 @@ class ProgressWatch:
             self.observer(self.progress)
 
 
-def _log_progress(progress: Progress) -> None:
+def log_progress(progress: Progress) -> None:
     from .logs import log
 
     log.info("progress: %s", progress.line())

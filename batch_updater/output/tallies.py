@@ -41,7 +41,7 @@ class ErrorGroups:
 
     def add(self, outcome: RowOutcome) -> None:
         stage = outcome.stage.value if outcome.stage else Stage.API.value
-        code, message = _cause(outcome)
+        code, message = cause_of(outcome)
         group = self.groups.get((stage, code, message))
         if group is None:
             shown = message if outcome.stage is Stage.VALIDATION else mask_text(message)  # no value left
@@ -52,7 +52,7 @@ class ErrorGroups:
         return sorted(self.groups.values(), key=lambda g: (-g.count, g.example_row))[:n]
 
 
-def _cause(o: RowOutcome) -> tuple[str, str]:
+def cause_of(o: RowOutcome) -> tuple[str, str]:
     """What rows failing alike share: the API's code (or HTTP status) and message, or a
     validation message without the cell's value (its first problem, when there are several)."""
     if o.stage is Stage.VALIDATION:
