@@ -14,17 +14,18 @@ import shlex
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .input.columns import IDENTIFIER_NAMES, MULTI_ACCOUNT_SOURCES, SOURCES
-from .rows.cells import FIELD_TYPES, parse_bool
+from .rows.cells import DATE_ORDERS, FIELD_TYPES, parse_bool
 
 ENV_PREFIX = "BATCH_UPDATER_"
 PASSWORD_ENV = ENV_PREFIX + "PASSWORD"
-
+PROXY_PASSWORD_ENV = ENV_PREFIX + "PROXY_PASSWORD"
 
 
 class Secret:
@@ -83,6 +84,8 @@ SETTINGS: dict[tuple[str, str], Setting] = {
                                                      " before sending"),
     ("api", "custom_fields"): Setting("names", help="the org's custom field names (fields.*): others are"
                                                    " refused before sending"),
+    ("api", "proxy"): Setting("str", help="HTTP proxy URL, e.g. http://user@proxy:3128 (password from"
+                                          f" {PROXY_PASSWORD_ENV}); default HTTPS_PROXY / HTTP_PROXY"),
     ("limits", "rate_per_minute"): Setting("int", 600, minimum=1),
     ("limits", "window_seconds"): Setting("float", 60.0, minimum=0.01),
     ("limits", "burst"): Setting("int", 1, minimum=1),
@@ -121,10 +124,14 @@ SETTINGS: dict[tuple[str, str], Setting] = {
                                      help="several rows for one customer: send all in order, the last, or none"),
     ("input", "min_rows"): Setting("int", 0, minimum=0,
                                    help="fewer data rows than this send nothing (exit 2): a broken export"),
+    ("input", "default_country"): Setting("country", help="ISO 3166 country code (e.g. IN): mobile numbers in"
+                                                          " any format are sent as country code + number"),
+    ("input", "date_order"): Setting("order", "YMD", DATE_ORDERS,
+                                     help="how dates are written: YMD (ISO), DMY (17/05/1990) or MDY (05/17/1990)"),
 }
 # `password` may sit in the file (with a permissions warning) but is not an option.
 FILE_ONLY_KEYS = {("api", "password")}
-TABLES = ("columns", "types")
+TABLES = ("columns", "types", "values")
 # What changes how a file is read and checked: a suggested command carries them (Config.command).
 READING_SETTINGS = (("input", "encoding"), ("input", "delimiter"), ("input", "sheet"), ("input", "timezone"),
                     ("api", "source"), ("api", "identifier_name"), ("api", "account_id"), ("api", "mode"))
@@ -150,6 +157,8 @@ class ApiSettings:
     extended_fields: tuple[str, ...] | None = None  # None: any name (the org's list is not known)
     custom_fields: tuple[str, ...] | None = None
     password: Secret = field(default_factory=lambda: Secret(""), repr=False)
+    proxy: str | None = field(default=None, repr=False)  # the URL without its password
+    proxy_password: Secret = field(default_factory=lambda: Secret(""), repr=False)
 
 
 @dataclass(frozen=True)
@@ -186,6 +195,14 @@ class OutputSettings:
 
 
 @dataclass(frozen=True)
+class ValueMap:
+    """[values."<column>"]: the column's values rewritten before validation (keys in any case)."""
+
+    pairs: tuple[tuple[str, str], ...]  # (key, value to send), in the file's order
+    strict: bool = False                # a value neither a key nor a target is invalid
+
+
+@dataclass(frozen=True)
 class InputSettings:
     chunk_rows: int
     encoding: str | None
@@ -198,6 +215,20 @@ class InputSettings:
     # [types]: canonical fields.* / extendedFields.* name -> a FIELD_TYPES name
     # or a tuple of allowed values. Here, not in Config, so the job identity covers it.
     types: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    # What rows/rewrite.py rewrites before validation. Out of the dataclass's repr: see __repr__.
+    default_country: str | None = field(default=None, repr=False)   # ISO 3166 alpha-2, for mobiles
+    date_order: str = field(default="YMD", repr=False)
+    values: Mapping[str, ValueMap] = field(default_factory=dict, repr=False)  # canonical column -> map
+
+    def __repr__(self) -> str:
+        """The job identity and the --only-changed digests hash this text: the rewriting
+        settings join it only when set, so the jobs and state of files that do not use them
+        keep the identities earlier versions gave them."""
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
+        shown += [f"{name}={value!r}" for name, value in (("default_country", self.default_country),
+                  ("date_order", self.date_order if self.date_order != "YMD" else None),
+                  ("values", dict(self.values) or None)) if value is not None]
+        return f"{type(self).__qualname__}({', '.join(shown)})"
 
 
 @dataclass(frozen=True)
@@ -246,9 +277,21 @@ class Config:
         for section in ("api", "limits", "create_limits", "output", "input", "state"):
             values = getattr(self, section).__dict__
             out[section] = {k: (str(v) if isinstance(v, Path) else v)
-                            for k, v in values.items() if k != "password"}
+                            for k, v in values.items() if k not in ("password", "proxy_password")}
+        out["api"]["proxy"] = masked_url(self.api.proxy)
         out["columns"] = dict(self.columns)
         return out
+
+
+def masked_url(url: str | None) -> str | None:
+    """A URL as messages and summary.json show it: its credentials (user and password) as ***."""
+    if not url:
+        return url
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}://{authority}{slash}{path}"
 
 
 def load_config(path: str | os.PathLike | None = None, *,
@@ -292,18 +335,21 @@ def load_config(path: str | os.PathLike | None = None, *,
     for key in REQUIRED_TO_SEND:
         typed[key] = typed[key] or ""  # not sending: may be unset
     password = _password(raw, typed, environ, problems if sending else [])
+    typed[("api", "proxy")], proxy_password = _proxy(typed.get(("api", "proxy")), origin[("api", "proxy")],
+                                                     environ, problems)
     columns = _columns(raw.get("columns", {}), problems)
     types = _types(raw.get("types", {}), problems)
+    value_maps = _value_maps(raw.get("values", {}), problems)
     _cross_checks(typed, problems)
     _canonical_add_requires(typed, problems)
     _tls_checks(typed, problems, warnings)
     if problems:
         raise ConfigError(problems)
     return Config(
-        api=ApiSettings(**_section(typed, "api"), password=password),
+        api=ApiSettings(**_section(typed, "api"), password=password, proxy_password=proxy_password),
         limits=LimitSettings(**_section(typed, "limits")),
         output=OutputSettings(**_section(typed, "output")),
-        input=InputSettings(**_section(typed, "input"), types=types),
+        input=InputSettings(**_section(typed, "input"), types=types, values=value_maps),
         notify=NotifySettings(**_section(typed, "notify")),
         state=StateSettings(**_section(typed, "state")),
         create_limits=CreateLimitSettings(**_section(typed, "limits.create")),
@@ -434,6 +480,15 @@ def _to_names(value: Any) -> tuple[str, ...]:
     return names
 
 
+def _to_country(value: Any) -> str:
+    import phonenumbers
+
+    text = _to_str(value).strip().upper()
+    if text not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(value)
+    return text
+
+
 def _to_zone(value: Any) -> str:
     from .rows.cells import zone
 
@@ -446,12 +501,14 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "str": _to_str, "choice": _to_str, "int": _to_int, "float": _to_float,
     "bool": _to_bool, "path": lambda v: Path(_to_str(v)).expanduser(),
     "threshold": _to_threshold, "zone": _to_zone, "names": _to_names,
+    "country": _to_country, "order": lambda v: _to_str(v).strip().upper(),
 }
 _KIND_NAMES = {"str": "text", "choice": "text", "int": "a whole number", "float": "a number",
                "bool": "true or false", "path": "a path",
                "threshold": "a number of rows or a percentage (e.g. 100 or 5%)",
                "zone": "an IANA time zone name (e.g. UTC, Asia/Kolkata, Europe/London)",
-               "names": 'a list of names (e.g. ["city", "gender"])'}
+               "names": 'a list of names (e.g. ["city", "gender"])',
+               "country": "a two-letter country code (ISO 3166 alpha-2, e.g. IN, US, GB)", "order": "text"}
 
 
 def _password(raw: dict, typed: dict, environ: Mapping[str, str], problems: list[str]) -> Secret:
@@ -469,6 +526,78 @@ def _password(raw: dict, typed: dict, environ: Mapping[str, str], problems: list
         return Secret(in_file)
     problems.append(f"no password: set {PASSWORD_ENV} or [api] password_file")
     return Secret("")
+
+
+def _proxy(text: str | None, origin: str, environ: Mapping[str, str],
+           problems: list[str]) -> tuple[str | None, Secret]:
+    """[api] proxy without its password, and the password: BATCH_UPDATER_PROXY_PASSWORD, else the
+    one in the URL. Messages show the URL with its credentials masked."""
+    password = Secret(environ.get(PROXY_PASSWORD_ENV, ""))
+    if not text:
+        return None, password
+    try:
+        parts = urlsplit(text.strip())
+        _ = parts.port  # ValueError when the port is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        problems.append(f"{origin}: expected a proxy URL such as http://proxy.example.com:3128 or"
+                        f" http://user@proxy.example.com:3128, got {masked_url(text.strip())!r}")
+        return None, password
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, _, in_url = userinfo.partition(":")
+    return f"{parts.scheme}://{user}{at}{host}", password or Secret(_unquoted(in_url))
+
+
+def _unquoted(text: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(text)
+
+
+def _value_maps(table: Any, problems: list[str]) -> dict[str, ValueMap]:
+    """[values."extendedFields.gender"]: F = "Female", M = "Male", and optionally strict = true."""
+    from .input.columns import canonical_name
+
+    maps: dict[str, ValueMap] = {}
+    for name, entries in table.items():
+        where = f'[values."{name}"]'
+        column = canonical_name(name)
+        if column is None or not isinstance(entries, dict):
+            hint = (f': quote the column name, [values."{name}.{next(iter(entries))}"]'
+                    if isinstance(entries, dict) and entries and all(isinstance(v, dict) for v in entries.values())
+                    else " (e.g. [values.\"extendedFields.gender\"] with F = \"Female\")")
+            problems.append(f"{where}: '{name}' is not a column name{hint}" if column is None else
+                            f"{where}: expected a table of values, got {entries!r}")
+            continue
+        value_map = _value_map(where, entries, problems)
+        if value_map is not None:
+            maps[column] = value_map
+    return maps
+
+
+def _value_map(where: str, entries: dict[str, Any], problems: list[str]) -> ValueMap | None:
+    strict = entries.get("strict", False)
+    if not isinstance(strict, bool):
+        problems.append(f"{where} strict: expected true or false, got {strict!r}")
+    pairs: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for key, value in entries.items():
+        if key == "strict":
+            continue
+        folded = key.strip().lower()
+        if not isinstance(value, str):
+            problems.append(f"{where} {key!r}: expected the text to send (in quotes), got {value!r}")
+        elif not folded:
+            problems.append(f"{where}: an empty key matches nothing (empty cells are left alone)")
+        elif folded in seen:
+            problems.append(f"{where}: keys {seen[folded]!r} and {key!r} are the same (keys match in any case)")
+        else:
+            seen[folded] = key
+            pairs.append((key.strip(), value.strip()))
+    if all(key == "strict" for key in entries):
+        problems.append(f"{where}: no values to rewrite (e.g. F = \"Female\")")
+    return ValueMap(tuple(pairs), strict is True)
 
 
 def _columns(table: Any, problems: list[str]) -> dict[str, str]:

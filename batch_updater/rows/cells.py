@@ -12,6 +12,10 @@ Dates and times follow one rule, never shifting a value by a day:
 - a date alone, in an expiry column (`tierExpiryDate`, `pointsExpiryDate`), means the
   end of that day (23:59:59) in the configured zone, like the API's own examples; in a
   custom field typed `datetime` it means the start of that day (00:00:00).
+
+These parsers read ISO dates only. `[input] date_order = "DMY"` or `"MDY"` lets a file write
+dates as 17/05/1990 (or with - or .): `DateOrder` turns such a date into ISO before
+validation (rows/rewrite.py), so the parsers, and what is sent, stay as they are.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 TRUE_WORDS = frozenset({"true", "yes", "1", "y", "t", "on"})
 FALSE_WORDS = frozenset({"false", "no", "0", "n", "f", "off"})
 FIELD_TYPES = ("string", "int", "float", "bool", "date", "datetime")
+DATE_ORDERS = ("YMD", "DMY", "MDY")  # YMD: ISO only
 
 _INT = re.compile(r"[+-]?\d{1,18}(?:\.0*)?", re.ASCII)
 _FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
@@ -122,6 +127,55 @@ def _offset(text: str) -> timezone:
 
 
 _ANY_ZONE = DateTimes("UTC")
+# day and month (either order) with one separator, a four-digit year, then maybe a time
+_NUMERIC_DATE = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4})([T ].*)?", re.ASCII | re.DOTALL)
+_TIME_HOUR = re.compile(r"^([T ])(\d):", re.ASCII)
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+          "October", "November", "December")
+ORDER_WORDS = {"DMY": "day/month/year", "MDY": "month/day/year"}
+
+
+class DateOrder:
+    """Dates written day first (DMY) or month first (MDY), to ISO: `17/05/1990 23:59` ->
+    `1990-05-17 23:59` (the time, if any, is left to the ISO parsers)."""
+
+    def __init__(self, order: str):
+        if order not in ORDER_WORDS:
+            raise ValueError(f"date order {order!r} is not DMY or MDY")
+        self.order = order
+
+    def iso(self, text: str) -> str:
+        """`text` with its date in ISO; as it is when it is not written in this order (an ISO
+        date from a spreadsheet cell, or something validation will refuse); ValueError
+        saying why when it is, but names no real date (31/02/1990)."""
+        match = _NUMERIC_DATE.fullmatch(text)
+        if match is None:
+            return text
+        first, _, second, year, rest = match.groups()
+        day, month = (first, second) if self.order == "DMY" else (second, first)
+        try:
+            found = date(int(year), int(month), int(day))
+        except ValueError:
+            raise ValueError(self._why_not(int(day), int(month), int(year))) from None
+        return found.isoformat() + _TIME_HOUR.sub(r"\g<1>0\2:", rest or "", count=1)  # 7:05 -> 07:05
+
+    def _why_not(self, day: int, month: int, year: int) -> str:
+        setting = f'[input] date_order = "{self.order}" ({ORDER_WORDS[self.order]})'
+        if not 1 <= month <= 12:
+            other = "MDY" if self.order == "DMY" else "DMY"
+            hint = ""
+            if 1 <= day <= 12 and _real(year, day, month):
+                hint = f"; read {ORDER_WORDS[other]} it would be {date(year, day, month).isoformat()}: check date_order"
+            return f"is not a date under {setting}: there is no month {month}{hint}"
+        return f"is not a date under {setting}: {MONTHS[month - 1]} {year} has no day {day}"
+
+
+def _real(year: int, month: int, day: int) -> bool:
+    try:
+        date(year, month, day)
+    except ValueError:
+        return False
+    return True
 
 
 def is_date_or_date_time(text: str) -> bool:

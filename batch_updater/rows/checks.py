@@ -30,6 +30,22 @@ BOOLEAN_ERROR = "is not true or false (use true/false, yes/no or 1/0)"
 DATE_ERROR = "is not a date (use YYYY-MM-DD)"
 DATE_TIME_ERROR = ("is not a date or date-time (use YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS"
                    " or YYYY-MM-DDTHH:MM:SS+05:30)")
+_ORDER_EXAMPLES = {"DMY": ("DD/MM/YYYY", "DD/MM/YYYY HH:MM"), "MDY": ("MM/DD/YYYY", "MM/DD/YYYY HH:MM")}
+
+
+def date_error(order: str = "YMD") -> str:
+    """The date columns' message, naming the [input] date_order in force."""
+    if order not in _ORDER_EXAMPLES:
+        return DATE_ERROR
+    return f'is not a date (use {_ORDER_EXAMPLES[order][0]}, as [input] date_order = "{order}", or YYYY-MM-DD)'
+
+
+def date_time_error(order: str = "YMD") -> str:
+    if order not in _ORDER_EXAMPLES:
+        return DATE_TIME_ERROR
+    day, moment = _ORDER_EXAMPLES[order]
+    return (f'is not a date or date-time (use {day} or {moment}, as [input] date_order = "{order}",'
+            " or YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS or YYYY-MM-DDTHH:MM:SS+05:30)")
 
 Test = Callable[[str], bool]
 

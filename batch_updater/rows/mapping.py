@@ -27,10 +27,10 @@ class Mapper:
 
     def __init__(self, names: Sequence[str], *, source: str, identifier_name: str,
                  account_id: str | None, types: Mapping[str, str | tuple[str, ...]] | None = None,
-                 timezone: str = "UTC"):
+                 timezone: str = "UTC", date_order: str = "YMD"):
         self.names = list(names)
         self._defaults = (source, identifier_name, account_id)
-        rules = ColumnRules(types, timezone)
+        rules = ColumnRules(types, timezone, date_order)
         self._spell = {name: rules.column(name).convert for name in ("source", "identifierName")}
         self._at = {name: i for i, name in enumerate(self.names)}
         columns = [rules.column(name) for name in self.names]

@@ -18,14 +18,14 @@ from ..input.columns import IDENTIFIER_NAMES, LOYALTY_TYPES, SOURCES
 from .cells import DateTimes, is_date_or_date_time, parse_bool, parse_date, parse_float, parse_int
 from .checks import (
     BOOLEAN_CHECK,
-    DATE_ERROR,
-    DATE_TIME_ERROR,
     EMAIL_CHECK,
     MOBILE_CHECK,
     NAME_LIMIT,
     PUSH_TOKEN,
     at_most,
     cell_check,
+    date_error,
+    date_time_error,
     listing,
     matching,
     one_of,
@@ -54,14 +54,17 @@ class Column:
     key: str                         # the key within the part
     checks: tuple[pa.Check, ...] = ()
     convert: Convert | None = None   # None: the text as it is
+    holds: str | None = None         # "mobile", "date" or "datetime": values rows/rewrite.py may rewrite
 
 
 class ColumnRules:
-    """Every canonical column's Column, given the config's [types] and time zone."""
+    """Every canonical column's Column, given the config's [types], time zone and date order."""
 
-    def __init__(self, types: Mapping[str, str | tuple[str, ...]] | None = None, timezone: str = "UTC"):
+    def __init__(self, types: Mapping[str, str | tuple[str, ...]] | None = None, timezone: str = "UTC",
+                 date_order: str = "YMD"):
         self.types = {name.lower(): kind for name, kind in (types or {}).items()}
         self.datetimes = DateTimes(timezone or "UTC")
+        self.date_error, self.date_time_error = date_error(date_order), date_time_error(date_order)
 
     def column(self, name: str) -> Column:
         plain = self._plain(name)
@@ -71,7 +74,7 @@ class ColumnRules:
         if family in ("fields", "extendedFields"):
             return self._custom_field(family, rest, name)
         if family == "identifiers":
-            return Column("identifiers", rest, _identifier_checks(rest))
+            return Column("identifiers", rest, _identifier_checks(rest), holds=_holds(rest))
         if family == "loyaltyProgramEnrollments":
             return self._enrolment(rest)
         if family == "commChannels":
@@ -107,15 +110,15 @@ class ColumnRules:
             return Column(family, key)  # "string": text as it is
         parse, error = typed[kind]
         check = BOOLEAN_CHECK if kind == "bool" else cell_check(lambda v: parse(v) is not None, error)
-        return Column(family, key, (check,), parse)
+        return Column(family, key, (check,), parse, kind if kind in ("date", "datetime") else None)
 
     def _typed_fields(self) -> dict[str, tuple[Convert, str]]:
         """The [types] a field can be given (cells.FIELD_TYPES but "string"): parser, error."""
         return {"int": (parse_int, "is not a whole number"),
                 "float": (parse_float, "is not a number (e.g. 12.5)"),
                 "bool": (parse_bool, ""),
-                "date": (parse_date, DATE_ERROR),
-                "datetime": (self.datetimes.moment, DATE_TIME_ERROR)}
+                "date": (parse_date, self.date_error),
+                "datetime": (self.datetimes.moment, self.date_time_error)}
 
     def _enrolment(self, attribute: str) -> Column:
         minimum = ENROLMENT_MINIMUMS.get(attribute)
@@ -123,18 +126,23 @@ class ColumnRules:
             return Column("enrolment", attribute, (cell_check(whole_number_at_least(minimum),
                                                               f"must be a whole number ≥ {minimum}"),), parse_int)
         expiry = self.datetimes.expiry
-        return Column("enrolment", attribute, (cell_check(lambda v: expiry(v) is not None, DATE_TIME_ERROR),),
-                      expiry)
+        return Column("enrolment", attribute, (cell_check(lambda v: expiry(v) is not None, self.date_time_error),),
+                      expiry, "datetime")
 
     def _channel(self, kind: str, attribute: str) -> Column:
         if attribute in ("primary", "verified"):
             return Column(f"channel:{kind}", attribute, (BOOLEAN_CHECK,), parse_bool)
         if attribute == "value":
-            return Column(f"channel:{kind}", "value", _channel_value_checks(kind))
+            return Column(f"channel:{kind}", "value", _channel_value_checks(kind), holds=_holds(kind))
         # lastViewedDate and meta.<key> both live in the channel's meta, as the API's examples show.
         if attribute == "lastViewedDate":
-            return Column(f"meta:{kind}", attribute, (cell_check(is_date_or_date_time, DATE_TIME_ERROR),))
+            return Column(f"meta:{kind}", attribute, (cell_check(is_date_or_date_time, self.date_time_error),),
+                          holds="datetime")
         return Column(f"meta:{kind}", attribute.partition(".")[2])  # meta.<key>: free text
+
+
+def _holds(kind: str) -> str | None:
+    return "mobile" if kind == "mobile" else None
 
 
 def _identifier_checks(kind: str) -> tuple[pa.Check, ...]:

@@ -136,17 +136,22 @@ class RowValidator:
 
     def __init__(self, columns: list[str], *, source: str, identifier_name: str,
                  account_id: str | None, types: Mapping[str, str | tuple[str, ...]] | None = None,
-                 timezone: str = "UTC", required: Collection[str] = ()):
-        """`required`: columns every row must fill (upsert's [api] add_requires)."""
+                 timezone: str = "UTC", date_order: str = "YMD", required: Collection[str] = (),
+                 mobiles_rewritten: bool = False):
+        """`required`: columns every row must fill (upsert's [api] add_requires).
+        `mobiles_rewritten`: [input] default_country is set, so rows/rewrite.py has already
+        made every mobile value 8 to 15 digits or refused it: the mobile columns' own check
+        (a regular expression per cell) would find nothing, and is left out."""
         defaults = {"source": source, "identifier_name": identifier_name, "account_id": account_id}
-        rules = ColumnRules(types, timezone)
-        by_column = {name: list(rules.column(name).checks) for name in columns}
+        rules = ColumnRules(types, timezone, date_order)
+        by_column = {name: [check for check in rules.column(name).checks
+                            if not (mobiles_rewritten and check is MOBILE_CHECK)] for name in columns}
         for name in required:
             if name in by_column:  # a column the file lacks is refused before (rows/org_fields.py)
                 by_column[name].insert(0, REQUIRED_TO_ADD)
         if "identifierName" not in columns:  # every row's identifier is of the config's kind
-            by_column["identifierValue"] += {"mobile": [MOBILE_CHECK], "email": [EMAIL_CHECK]}.get(
-                identifier_name, [])
+            by_column["identifierValue"] += {"mobile": [] if mobiles_rewritten else [MOBILE_CHECK],
+                                             "email": [EMAIL_CHECK]}.get(identifier_name, [])
         # Text columns without a check (untyped fields, meta, most identifiers) stay out of
         # the schema: an empty Column costs pandera's per-column overhead and checks nothing.
         self.schema = pa.DataFrameSchema(
@@ -155,21 +160,29 @@ class RowValidator:
             name="rows",
         )
 
-    def problems(self, frame: pd.DataFrame) -> dict[int, str]:
-        """`frame`: object columns of trimmed text, named canonically, indexed by row number."""
+    def problems(self, frame: pd.DataFrame, judged: Mapping[int, Mapping[str, str]] | None = None) -> dict[int, str]:
+        """`frame`: object columns of trimmed text, named canonically, indexed by row number.
+        `judged`: row -> column -> message of cells refused before validation (rows/rewrite.py):
+        their messages join the row's, and the checks leave those cells alone."""
+        judged = judged or {}
         try:
             self.schema.validate(frame, lazy=True, inplace=True)
         except pa.errors.SchemaErrors as exc:
-            return _messages(exc.failure_cases, frame)
-        return {}
+            return _messages(exc.failure_cases, frame, judged)
+        return _messages(None, frame, judged) if judged else {}
 
 
-def _messages(failures: pd.DataFrame, frame: pd.DataFrame) -> dict[int, str]:
+def _messages(failures: pd.DataFrame | None, frame: pd.DataFrame,
+              judged: Mapping[int, Mapping[str, str]]) -> dict[int, str]:
     """One message per row, its problems in the file's column order."""
     order = {name: i for i, name in enumerate(frame.columns)}
     per_row: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for column, check, value, index in zip(failures["column"], failures["check"],
-                                           failures["failure_case"], failures["index"]):
+    for row, refused in judged.items():
+        for column, message in refused.items():
+            per_row[row].append((order.get(column, len(order)), message))
+    found = () if failures is None else zip(failures["column"], failures["check"], failures["failure_case"],
+                                            failures["index"])
+    for column, check, value, index in found:
         if index is None or pd.isna(index):  # a check that crashed: a bug, never a bad cell
             raise RuntimeError(f"validation failed outside the rows: {column} {check} {value}")
         row = int(index)
@@ -177,6 +190,8 @@ def _messages(failures: pd.DataFrame, frame: pd.DataFrame) -> dict[int, str]:
         if check.startswith(FRAME_CHECK):
             column, _, check = check[len(FRAME_CHECK):].partition("|")
             value = frame.at[row, column] if column in frame else ""
+        if column in judged.get(row, ()):
+            continue  # refused before validation, with its own message
         per_row[row].append((order.get(column, len(order)), describe(str(column), value, check)))
     return {row: "; ".join(dict.fromkeys(text for _, text in sorted(parts, key=lambda p: p[0])))
             for row, parts in sorted(per_row.items())}

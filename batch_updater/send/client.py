@@ -5,6 +5,11 @@ row once more with a renewed OAuth token after a 401): aiohttp's silent re-send 
 idempotent request on a closed keep-alive connection is turned off, so every attempt is
 counted and an attempt in doubt is never hidden. Each request goes out right after the
 caller's pacing hook lets it, so the rate limiter sees the start times the API counts.
+
+Through an HTTP proxy (send/tls.py says which), a proxy that cannot be reached counts as an
+unreachable API (three at the start abort the run), and one that refuses (407 for the
+credentials, 403 for the host) aborts the run at once: no row can get past it. Messages
+name the proxy with its credentials masked.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from ..config import ApiSettings, LimitSettings
+from ..config import PROXY_PASSWORD_ENV, ApiSettings, LimitSettings
 from ..errors import RunAborted
 from ..rows.payload import Lookup, Payload, add_body
 from .answers import RETRYABLE_STATUSES, Attempt, Verdict, _json_object, classify, summarise_body
+from .tls import Proxy, proxy_for
 
 LOOKUP_PATH = "/v2/customers/lookup"
 ADD_PATH = "/v2/customers"
@@ -59,9 +65,12 @@ class OAuthToken:
 
     RENEW_FRACTION = 0.2  # renew when less than this share of the lifetime is left
 
-    def __init__(self, session: aiohttp.ClientSession, api: ApiSettings, *, clock=time.monotonic):
+    def __init__(self, session: aiohttp.ClientSession, api: ApiSettings, *, clock=time.monotonic,
+                 proxy: Proxy | None = None):
         self._session = session
         self._api = api
+        self._proxy = proxy
+        self._proxy_headers = tunnel_headers(api, proxy)
         self._clock = clock
         self._token: str | None = None
         self._renew_at = 0.0
@@ -85,17 +94,25 @@ class OAuthToken:
         body = {"key": self._api.username, "secret": self._api.password.reveal()}
         try:
             async with self._session.post(url, data=orjson.dumps(body), headers={
-                    "Content-Type": "application/json", "Accept": "application/json"}) as response:
+                    "Content-Type": "application/json", "Accept": "application/json"},
+                    proxy_headers=self._proxy_headers) as response:
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
+                refused_by_proxy(self._proxy, status, self._api.base_url)
         except aiohttp.ClientConnectorCertificateError as exc:
             raise RunAborted(untrusted_certificate(exc)) from None
         except aiohttp.ConnectionTimeoutError:  # before asyncio.TimeoutError: a subclass
             raise TokenUnavailable(cannot_connect(self._api.base_url, "no connection within"
-                                   " connect_timeout_seconds"), unreachable=True) from None
+                                   " connect_timeout_seconds", self._proxy), unreachable=True) from None
+        except aiohttp.ClientProxyConnectionError as exc:  # before ClientConnectorError: a subclass
+            raise TokenUnavailable(proxy_unreachable(self._proxy, connect_cause(exc)), unreachable=True) from None
+        except aiohttp.ClientHttpProxyError as exc:
+            refused_by_proxy(self._proxy, exc.status, self._api.base_url, tunnel=True)
+            raise TokenUnavailable(tunnel_failed(self._proxy, exc.status, self._api.base_url),
+                                   unreachable=True) from None
         except aiohttp.ClientConnectorError as exc:
-            raise TokenUnavailable(cannot_connect(self._api.base_url, connect_cause(exc)),
+            raise TokenUnavailable(cannot_connect(self._api.base_url, connect_cause(exc), self._proxy),
                                    unreachable=True) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TokenUnavailable(f"cannot get an OAuth token from {url}: {_network_message(exc)}") from None
@@ -129,6 +146,8 @@ class ApiClient:
     _basic: dict[str, str] = field(default_factory=dict)
     _urls: dict[tuple, tuple[str, str, str, str, str]] = field(default_factory=dict)  # see url()
     _session_sends: dict[str, str] | None = None  # auth headers the session adds to every request
+    proxy: Proxy | None = None
+    _proxy_headers: dict[str, str] | None = None  # Proxy-Authorization for CONNECT (tunnel_headers)
 
     @classmethod
     def open(cls, api: ApiSettings, limits: LimitSettings) -> ApiClient:
@@ -143,17 +162,28 @@ class ApiClient:
         connector = aiohttp.TCPConnector(limit=limits.concurrency + 2, ssl=ssl_argument(api))
         basic = ({} if api.auth == "oauth" else
                  {"Authorization": basic_authorization(api.username, api.password.reveal())})
+        proxy = proxy_for(api)
+        if proxy is not None:
+            log.info("connecting to %s through %s", URL(api.base_url).host, proxy.describe())
         # Headers every request carries are the session's: not merged again for each request.
-        session = aiohttp.ClientSession(timeout=timeout, connector=connector, headers={**JSON_HEADERS, **basic},
-                                        json_serialize=lambda o: orjson.dumps(o).decode())
+        # But aiohttp sends a session's headers to the proxy too (on CONNECT), and makes its
+        # Authorization the Proxy-Authorization: through a proxy, each request carries its own.
+        # The proxy is ours (proxy_for), not trust_env's, which would also read ~/.netrc.
+        shared = {**JSON_HEADERS, **basic} if proxy is None else {}
+        if not tunnel_headers(api, proxy):
+            shared |= proxy_authorization(proxy)  # a plain http API: requests go to the proxy whole
+        session = aiohttp.ClientSession(timeout=timeout, connector=connector, headers=shared,
+                                        json_serialize=lambda o: orjson.dumps(o).decode(),
+                                        proxy=proxy.url if proxy else None)
         # Our retry loop must see every attempt; aiohttp would otherwise re-send a PUT
         # silently when a pooled connection turns out closed (an attempt in doubt, hidden).
         session._retry_connection = False
-        client = cls(session, api)
+        client = cls(session, api, proxy=proxy, _proxy_headers=tunnel_headers(api, proxy))
         if api.auth == "oauth":
-            client.token = OAuthToken(session, api)
+            client.token = OAuthToken(session, api, proxy=proxy)
         else:
-            client._basic = client._session_sends = basic
+            client._basic = basic
+            client._session_sends = basic if proxy is None else None
         return client
 
     async def close(self) -> None:
@@ -235,16 +265,24 @@ class ApiClient:
     async def _request(self, method: str, url: URL, data: bytes, auth: dict[str, str]) -> Attempt:
         headers = None if auth is self._session_sends else {**JSON_HEADERS, **auth}
         try:
-            async with self.session.request(method, url, data=data, headers=headers) as response:
+            async with self.session.request(method, url, data=data, headers=headers,
+                                            proxy_headers=self._proxy_headers) as response:
                 body = await response.read()
+                refused_by_proxy(self.proxy, response.status, self.api.base_url)  # a plain http API's proxy
                 return classify(response.status, body, response.headers.get("Content-Type", ""),
                                 response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorCertificateError as exc:  # no row can get past it
             raise RunAborted(untrusted_certificate(exc)) from None
         except aiohttp.ConnectionTimeoutError:  # before asyncio.TimeoutError: a subclass
-            return _unreachable(self.api.base_url, "no connection within connect_timeout_seconds")
+            return _unreachable(cannot_connect(self.api.base_url, "no connection within connect_timeout_seconds",
+                                               self.proxy))
+        except aiohttp.ClientProxyConnectionError as exc:  # before ClientConnectorError: a subclass
+            return _unreachable(proxy_unreachable(self.proxy, connect_cause(exc)))
+        except aiohttp.ClientHttpProxyError as exc:  # the proxy answered CONNECT with an error
+            refused_by_proxy(self.proxy, exc.status, self.api.base_url, tunnel=True)
+            return _unreachable(tunnel_failed(self.proxy, exc.status, self.api.base_url))
         except aiohttp.ClientConnectorError as exc:
-            return _unreachable(self.api.base_url, connect_cause(exc))
+            return _unreachable(cannot_connect(self.api.base_url, connect_cause(exc), self.proxy))
         except aiohttp.SocketTimeoutError:
             return _in_doubt("no answer within read_timeout_seconds")
         except TimeoutError:
@@ -262,15 +300,64 @@ def untrusted_certificate(exc: aiohttp.ClientConnectorCertificateError) -> str:
             " ([api] ca_bundle); nothing was sent")
 
 
-def _unreachable(base_url: str, cause: str) -> Attempt:
-    """Nothing reached the API: the message names the host as configured (its real scheme)."""
-    return Attempt(Verdict.NETWORK, message=f"not sent: {cannot_connect(base_url, cause)}", sent=False,
-                   unreachable=True)
+def _unreachable(what: str) -> Attempt:
+    """Nothing reached the API (`what`: cannot_connect's message, or the proxy's failure)."""
+    return Attempt(Verdict.NETWORK, message=f"not sent: {what}", sent=False, unreachable=True)
 
 
-def cannot_connect(base_url: str, cause: str) -> str:
+def cannot_connect(base_url: str, cause: str, proxy: Proxy | None = None) -> str:
+    """Names the host as configured (its real scheme), and the proxy on the way."""
     url = URL(base_url)
-    return f"cannot connect to {url.scheme}://{url.host}:{url.port} ({cause})"
+    through = f" through {proxy.describe()}" if proxy else ""
+    return f"cannot connect to {url.scheme}://{url.host}:{url.port}{through} ({cause})"
+
+
+def proxy_unreachable(proxy: Proxy | None, cause: str) -> str:
+    named = proxy.describe() if proxy else "the proxy"
+    return f"cannot connect to {named} ({cause}): check the proxy's host and port, and that it is up"
+
+
+def tunnel_failed(proxy: Proxy | None, status: int, base_url: str) -> str:
+    """The proxy answered CONNECT with an error other than a refusal (502, 503, 504: it could not
+    reach the API)."""
+    named = proxy.describe() if proxy else "the proxy"
+    return f"{named} could not open a connection to {URL(base_url).host} (HTTP {status})"
+
+
+def refused_by_proxy(proxy: Proxy | None, status: int, base_url: str, tunnel: bool = False) -> None:
+    """RunAborted when the proxy refuses: 407, its credentials; 403 to CONNECT (`tunnel`), the
+    API's host (a 403 through a plain http proxy may be the API's own). Nothing gets past it,
+    so the run stops at once; the message names the proxy, not its password."""
+    if proxy is None:
+        return
+    if tunnel and status == 403:
+        raise RunAborted(f"{proxy.describe()} refused to connect to {URL(base_url).host} (HTTP 403): ask for"
+                         " the host to be allowed through it, or reach it directly (NO_PROXY); nothing was sent")
+    if status != 407:
+        return
+    if proxy.user:
+        raise RunAborted(f"{proxy.describe()} refused its credentials (HTTP 407 Proxy Authentication"
+                         f" Required): check the user in {proxy.origin} and the password"
+                         f" ({PROXY_PASSWORD_ENV}, or in the URL); nothing was sent")
+    raise RunAborted(f"{proxy.describe()} asks for credentials (HTTP 407 Proxy Authentication Required):"
+                     f" give the user in the proxy URL (http://user@host:port) and the password in"
+                     f" {PROXY_PASSWORD_ENV}; nothing was sent")
+
+
+def proxy_authorization(proxy: Proxy | None) -> dict[str, str]:
+    """The Proxy-Authorization header, when the proxy has credentials (aiohttp's proxy_auth is
+    deprecated, and its proxy_headers reach only a CONNECT): see tunnel_headers."""
+    if proxy is None or not proxy.user:
+        return {}
+    pair = f"{proxy.user}:{proxy.password.reveal()}".encode()
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+
+
+def tunnel_headers(api: ApiSettings, proxy: Proxy | None) -> dict[str, str] | None:
+    """An https API is reached through CONNECT: the credentials go with the CONNECT only
+    (proxy_headers), never inside the tunnel to the API. A plain http API's requests go to the
+    proxy whole, so they carry the header themselves (the session's headers)."""
+    return (proxy_authorization(proxy) or None) if api.base_url.startswith("https:") else None
 
 
 def connect_cause(exc: aiohttp.ClientConnectorError) -> str:
