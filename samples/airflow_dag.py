@@ -4,9 +4,20 @@ Each task runs `batch-updater` on its shard with its share of the rate limit (th
 limit is per API key, so the shards share it: the shares add up to the connection's
 rate_per_minute); a final task merges the shards' reports into one set. A retried task
 resumes its shard where it stopped.
+
+The connection `capillary_eu` holds the API (host, login, password, extras). Three
+environment variables of the Airflow workers may move the files (the defaults below
+otherwise); the input path may hold Airflow templates such as {{ ds }}:
+    CAPILLARY_SYNC_INPUT       the day's export (default /data/exports/customers-{{ ds }}.csv)
+    CAPILLARY_SYNC_OUTPUT_DIR  where the shards' reports and the merged set go
+                               (default /data/batch-updater)
+    CAPILLARY_SYNC_CONFIG      a batch-updater TOML config for what the connection does not
+                               hold, e.g. [limits] window_seconds (default: none)
 """
 
 from __future__ import annotations
+
+import os
 
 import pendulum
 
@@ -18,19 +29,21 @@ except ImportError:  # Airflow 2
 from batch_updater.integrations.airflow import BatchUpdaterOperator
 
 SHARDS = 4
-INPUT = "/data/exports/customers-{{ ds }}.csv"
+INPUT = os.environ.get("CAPILLARY_SYNC_INPUT", "/data/exports/customers-{{ ds }}.csv")
+OUTPUT_DIR = os.environ.get("CAPILLARY_SYNC_OUTPUT_DIR", "/data/batch-updater")
+CONFIG = os.environ.get("CAPILLARY_SYNC_CONFIG") or None
 
 
 @dag(schedule="@daily", start_date=pendulum.datetime(2026, 11, 1, tz="UTC"), catchup=False,
      tags=["capillary"])
 def capillary_customer_sync():
     updates = BatchUpdaterOperator.partial(
-        task_id="update_customers", input_path=INPUT, conn_id="capillary_eu",
-        output_dir="/data/batch-updater", fail_on_row_errors=False, retries=3,
+        task_id="update_customers", input_path=INPUT, conn_id="capillary_eu", config_path=CONFIG,
+        output_dir=OUTPUT_DIR, fail_on_row_errors=False, retries=3,
     ).expand(shard=[f"{k}/{SHARDS}" for k in range(1, SHARDS + 1)])
 
     @task
-    def merge(summaries: list[dict]) -> dict:
+    def merge(summaries: list[dict], ds: str | None = None) -> dict:
         from pathlib import Path
 
         from batch_updater.output.merge import merge_reports
@@ -38,7 +51,9 @@ def capillary_customer_sync():
         # A mapped task's output is a lazy sequence: index it within its length (iterating
         # reads one past the end, which Airflow logs as a missing XCom).
         folders = [Path(summaries[i]["reports"]["summary"]).parent for i in range(len(summaries))]
-        return merge_reports(folders, folders[0].parent.parent / "merged")
+        # <output dir>/<input>-shardKofN-<job>/run-<time>/: the merged set goes beside the
+        # shards' job folders, one per day
+        return merge_reports(folders, folders[0].parent.parent / f"merged-{ds}")
 
     merge(updates.output)
 

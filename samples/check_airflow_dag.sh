@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks that samples/airflow_dag.py parses in a real Airflow (a separate, throwaway virtual
 # environment: Airflow is large and not a dependency of batch-updater). Takes a few minutes.
+# scripts/airflow_check.sh goes further: it runs the DAG against the sandbox and checks the results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${AIRFLOW_CHECK_VENV:-/tmp/batch-updater-airflow-venv}"
