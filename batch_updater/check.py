@@ -13,6 +13,7 @@ nor its length appears in what it returns.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import socket
 import ssl
@@ -27,7 +28,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 import aiohttp
 from yarl import URL
 
-from .config import INSECURE_WARNING, PASSWORD_ENV, Config, load_config
+from .config import INSECURE_WARNING, PASSWORD_ENV, PROXY_PASSWORD_ENV, Config, load_config
 from .errors import ConfigError, RunAborted
 from .rows.payload import Lookup
 from .send.answers import Attempt, Verdict, classify
@@ -39,7 +40,7 @@ from .send.client import (
     connect_cause,
     untrusted_certificate,
 )
-from .send.tls import ssl_argument
+from .send.tls import Proxy, proxy_for, ssl_argument
 
 __all__ = ["STEP_NAMES", "CheckStep", "check_setup"]
 
@@ -177,23 +178,43 @@ def _endpoint(setup: _Setup) -> tuple[str, int, float]:
     return url.host or "", url.port or 0, setup.settings.limits.connect_timeout_seconds
 
 
-def _check_dns(setup: _Setup) -> _Result:
+def _first_hop(setup: _Setup) -> tuple[str, int, float, Proxy | None]:
+    """Where this machine connects: the proxy when the run goes through one (which then
+    resolves and reaches the API host itself), else the API."""
+    assert setup.settings is not None  # the config step passed
     host, port, timeout = _endpoint(setup)
+    proxy = proxy_for(setup.settings.api, setup.environ)
+    if proxy is None:
+        return host, port, timeout, None
+    url = URL(proxy.url)
+    return url.host or "", url.port or 0, timeout, proxy
+
+
+def _via(proxy: Proxy | None) -> str:
+    return f" ({proxy.describe()})" if proxy else ""
+
+
+def _check_dns(setup: _Setup) -> _Result:
+    try:
+        host, port, timeout, proxy = _first_hop(setup)
+    except RunAborted as exc:  # a proxy URL that is not one
+        return _Result("fail", str(exc))
     if not host:
         return _Result("fail", "[api] base_url names no host")
     if _is_ip_address(host):
-        return _Result("ok", f"{host} is an IP address: nothing to resolve")
+        return _Result("ok", f"{host} is an IP address: nothing to resolve{_via(proxy)}")
     try:
         found = _within(timeout, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
     except TimeoutError:
         return _Result("fail", f"{host} did not resolve within {timeout:g} s (connect_timeout_seconds):"
                                " check this machine's DNS")
     except OSError as exc:
+        where = proxy.origin if proxy else "[api] base_url"
         return _Result("fail", f"cannot resolve {host} ({exc.strerror or exc}): check the host in"
-                               " [api] base_url and this machine's DNS")
+                               f" {where} and this machine's DNS")
     addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
     more = f" (and {len(addresses) - 1} more)" if len(addresses) > 1 else ""
-    return _Result("ok", f"{host} resolves to {addresses[0]}{more}")
+    return _Result("ok", f"{host} resolves to {addresses[0]}{more}{_via(proxy)}")
 
 
 def _is_ip_address(host: str) -> bool:
@@ -219,11 +240,14 @@ def _within(seconds: float, call: Callable[[], T]) -> T:
 
 
 def _check_port(setup: _Setup) -> _Result:
-    host, port, timeout = _endpoint(setup)
+    host, port, timeout, proxy = _first_hop(setup)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except ConnectionRefusedError:
+        if proxy:
+            return _Result("fail", f"{proxy.describe()} refused the connection: nothing listens there;"
+                                   f" check the port in {proxy.origin} and that the proxy is up")
         return _Result("fail", f"{host}:{port} refused the connection: nothing listens there; check the"
                                " port in [api] base_url and that the API (or the proxy before it) is up")
     except TimeoutError:
@@ -232,7 +256,7 @@ def _check_port(setup: _Setup) -> _Result:
     except OSError as exc:
         return _Result("fail", f"cannot connect to {host}:{port} ({exc.strerror or exc}): check the"
                                " network and [api] base_url")
-    return _Result("ok", f"{host}:{port} accepts connections")
+    return _Result("ok", f"{host}:{port} accepts connections{_via(proxy)}")
 
 
 def _check_tls(setup: _Setup) -> _Result:
@@ -240,8 +264,11 @@ def _check_tls(setup: _Setup) -> _Result:
     api, (host, port, timeout) = setup.settings.api, _endpoint(setup)
     if URL(api.base_url).scheme == "http":
         return _Result("ok", "plain http: no TLS (fine for the sandbox, not for production)")
+    proxy = _first_hop(setup)[3]
     try:
-        version, until = _handshake(host, port, timeout, _client_context(ssl_argument(api)))
+        version, until = _handshake(host, port, timeout, _client_context(ssl_argument(api)), proxy)
+    except ProxyRefused as exc:
+        return _Result("fail", str(exc))
     except ssl.SSLCertVerificationError as exc:
         return _Result("fail", _untrusted(host, api.ca_bundle, exc))
     except ssl.SSLError as exc:
@@ -256,7 +283,8 @@ def _check_tls(setup: _Setup) -> _Result:
                              " --insecure): anyone on the way can read the credentials; trust a private CA"
                              " with --ca-bundle FILE instead")
     trust = f"[api] ca_bundle {api.ca_bundle}" if api.ca_bundle else "the system's CA certificates"
-    return _Result("ok", f"{version}, certificate trusted by {trust}{until}")
+    tunnel = f", through {proxy.describe()}" if proxy else ""
+    return _Result("ok", f"{version}, certificate trusted by {trust}{until}{tunnel}")
 
 
 def _client_context(argument: bool | ssl.SSLContext) -> ssl.SSLContext:
@@ -270,15 +298,66 @@ def _client_context(argument: bool | ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
-def _handshake(host: str, port: int, timeout: float, context: ssl.SSLContext) -> tuple[str, str]:
+def _handshake(host: str, port: int, timeout: float, context: ssl.SSLContext,
+               proxy: Proxy | None = None) -> tuple[str, str]:
     """The TLS version and ", valid until <date>" (empty when the certificate is not checked)."""
-    with socket.create_connection((host, port), timeout=timeout) as raw, \
-            context.wrap_socket(raw, server_hostname=host) as tls:
+    with _connected(host, port, timeout, proxy) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
         version, certificate = tls.version() or "TLS", tls.getpeercert() or {}
     not_after = certificate.get("notAfter")
     if not isinstance(not_after, str):
         return version, ""
     return version, time.strftime(", valid until %Y-%m-%d", time.gmtime(ssl.cert_time_to_seconds(not_after)))
+
+
+class ProxyRefused(Exception):
+    """The proxy answered CONNECT with something other than 200."""
+
+
+def _connected(host: str, port: int, timeout: float, proxy: Proxy | None) -> socket.socket:
+    """A socket to the API: direct, or a CONNECT tunnel through the proxy as a run makes it."""
+    if proxy is None:
+        return socket.create_connection((host, port), timeout=timeout)
+    url = URL(proxy.url)
+    raw = socket.create_connection((url.host or "", url.port or 0), timeout=timeout)
+    try:
+        raw.sendall(_connect_request(host, port, proxy))
+        status = _connect_status(raw)
+    except BaseException:
+        raw.close()
+        raise
+    if status != 200:
+        raw.close()
+        raise ProxyRefused(_refusal(proxy, status, host, port))
+    return raw
+
+
+def _connect_request(host: str, port: int, proxy: Proxy) -> bytes:
+    lines = [f"CONNECT {host}:{port} HTTP/1.1", f"Host: {host}:{port}"]
+    if proxy.user:
+        token = base64.b64encode(f"{proxy.user}:{proxy.password.reveal()}".encode()).decode()
+        lines.append(f"Proxy-Authorization: Basic {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _connect_status(raw: socket.socket) -> int:
+    """The status of the proxy's answer, read up to its blank line (nothing of the tunnel after it)."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        block = raw.recv(1)  # byte by byte: what follows the headers belongs to TLS
+        if not block:
+            break
+        answer += block
+    parts = answer.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def _refusal(proxy: Proxy, status: int, host: str, port: int) -> str:
+    if status == 407:
+        return (f"{proxy.describe()} refused our credentials (HTTP 407): check the proxy's user and"
+                f" {PROXY_PASSWORD_ENV}")
+    if status:
+        return f"{proxy.describe()} refused to open a tunnel to {host}:{port} (HTTP {status})"
+    return f"{proxy.describe()} did not answer CONNECT as an HTTP proxy: check {proxy.origin}"
 
 
 def _untrusted(host: str, ca_bundle: os.PathLike | None, exc: ssl.SSLCertVerificationError) -> str:
@@ -303,10 +382,11 @@ def _check_credentials(setup: _Setup) -> _Result:
 
 async def _credentials(setup: _Setup, config: Config) -> _Result:
     """The run's own session and token code, then one lookup GET: nothing is changed."""
-    client = ApiClient.open(config.api, config.limits)
+    client = ApiClient.open(config.api, config.limits, setup.environ)
     try:
-        auth = await _timed(setup, "token", client.token.header()) if client.token else None
-        status, body, content_type = await _timed(setup, "lookup", _lookup(client, auth))
+        if client.token:
+            await _timed(setup, "token", client.token.header())
+        status, body, content_type = await _timed(setup, "lookup", _lookup(client))
     except Exception as exc:  # what a run would meet too: a refused key, the network, a timeout
         failure = _request_failure(exc, config)
         if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
@@ -324,13 +404,11 @@ async def _timed(setup: _Setup, request: str, answer: Awaitable[T]) -> T:
     return result
 
 
-async def _lookup(client: ApiClient, auth: dict[str, str] | None) -> tuple[int, bytes, str]:
-    """GET the probe customer, with the headers a run sends (Basic: the session's own)."""
+async def _lookup(client: ApiClient) -> tuple[int, bytes, str]:
+    """GET the probe customer, as a run's requests go (credentials, proxy)."""
     api = client.api
     lookup = Lookup(api.source, api.identifier_name, PROBE_VALUES[api.identifier_name], api.account_id)
-    url = URL(api.base_url.rstrip("/") + LOOKUP_PATH).with_query(lookup.query())
-    async with client.session.get(url, headers=auth) as response:
-        return response.status, await response.read(), response.headers.get("Content-Type", "")
+    return await client.get(URL(api.base_url.rstrip("/") + LOOKUP_PATH).with_query(lookup.query()))
 
 
 def _request_failure(exc: Exception, config: Config) -> str:

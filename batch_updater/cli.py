@@ -80,6 +80,11 @@ SETTING_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--delimiter", "input.delimiter", {"help": "CSV delimiter (default: sniffed)."}),
     ("--sheet", "input.sheet", {"help": "Excel sheet: its name, or its position from 1 (default: the first)."}),
     ("--timezone", "input.timezone", {"help": "Time zone of date-times written without an offset (default UTC)."}),
+    ("--default-country", "input.default_country",
+     {"metavar": "CC", "help": "Mobiles in any format are sent as country code + number (ISO code, e.g. IN)."}),
+    ("--date-order", "input.date_order",
+     {"type": click.Choice(["YMD", "DMY", "MDY"], case_sensitive=False),
+      "help": "How dates are written: YMD (ISO, default), DMY (17/05/1990) or MDY (05/17/1990)."}),
     ("--max-invalid", "input.max_invalid",
      {"metavar": "N|N%", "help": "Send nothing (exit 2) when more rows than this are invalid."}),
     ("--duplicates", "input.duplicates",
@@ -383,12 +388,26 @@ def state_forget(identifiers, forget_all, identifier_name, source, account_id, c
             if forget_all:
                 return store.forget_all()
             fingerprints = Fingerprints([], config)
-            keys = [fingerprints.key_of(identifier_name or config.api.identifier_name, value.strip(),
-                                        source, account_id) for value in identifiers]
+            name = identifier_name or config.api.identifier_name
+            keys = [fingerprints.key_of(name, _as_sent(name, value.strip(), config), source, account_id)
+                    for value in identifiers]
             return store.forget_keys(keys)
 
     forgotten = _guarded(work)
     click.echo(f"forgot {forgotten} customers")
+
+
+def _as_sent(identifier_name: str, value: str, config) -> str:
+    """An identifier as runs send it, so it names the same customer in the store: a mobile in
+    any format, under [input] default_country, as country code + number."""
+    if identifier_name != "mobile" or not config.input.default_country or not value:
+        return value
+    from .rows.phones import MobileNumbers, NotAMobile
+
+    try:
+        return MobileNumbers(config.input.default_country).normalise(value)
+    except NotAMobile as exc:
+        raise UsageError(f'"{value}" {exc}: nothing was forgotten') from None
 
 
 def _state_config(config_path: str | None, output_dir: str | None):

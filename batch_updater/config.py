@@ -134,7 +134,8 @@ FILE_ONLY_KEYS = {("api", "password")}
 TABLES = ("columns", "types", "values")
 # What changes how a file is read and checked: a suggested command carries them (Config.command).
 READING_SETTINGS = (("input", "encoding"), ("input", "delimiter"), ("input", "sheet"), ("input", "timezone"),
-                    ("api", "source"), ("api", "identifier_name"), ("api", "account_id"), ("api", "mode"))
+                    ("input", "default_country"), ("input", "date_order"), ("api", "source"),
+                    ("api", "identifier_name"), ("api", "account_id"), ("api", "mode"))
 REQUIRED_TO_SEND = [key for key, setting in SETTINGS.items() if setting.required]
 
 

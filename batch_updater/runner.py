@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -196,8 +197,10 @@ def _dry_run(config: Config, source: Source, plan: ColumnPlan, facts: RunFacts,
 
 async def _preview(chunks: Iterator[PreparedChunk], journal: Journal, path: Path, config: Config) -> SendResult:
     """A dry run's send loop: each payload goes to preview.jsonl instead of the API."""
+    normalised: Counter[str] = Counter()
     with open_private(path, "wb") as out:
         while (prepared := await next_in_thread(chunks)) is not None:
+            normalised.update(prepared.rewritten)
             for outcome in prepared.outcomes:
                 journal.record(outcome)
             for p in prepared.payloads:
@@ -205,7 +208,7 @@ async def _preview(chunks: Iterator[PreparedChunk], journal: Journal, path: Path
                                         "body": p.body}) + b"\n")
                 journal.record(RowOutcome(p.row, Status.SKIPPED, message="dry run: valid, not sent",
                                           identifier=p.lookup.identifier_value))
-    return SendResult(preview=str(path))
+    return SendResult(preview=str(path), normalised=dict(normalised))
 
 
 def _finish(config: Config, source: Source, journal: Journal, folder: Path, sent: SendResult,

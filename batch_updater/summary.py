@@ -70,6 +70,7 @@ class RunSummary:
     add_requests: int = 0            # upsert: POST /v2/customers requests (within `requests`)
     achieved_add_rate_per_minute: float = 0.0
     add_rate_limit_per_minute: int | None = None
+    normalised: dict[str, int] = field(default_factory=dict)  # column -> values rewritten before validation
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -125,7 +126,7 @@ def summarise(config: Config, facts: RunFacts, paths: ReportPaths, counts: Repor
         add_requests=sent.add_requests,
         achieved_add_rate_per_minute=_per_minute(sent.add_requests,
                                                  max(sent.seconds, config.create_limits.window_seconds)),
-        add_rate_limit_per_minute=add_limit_per_minute(config))
+        add_rate_limit_per_minute=add_limit_per_minute(config), normalised=sent.normalised)
 
 
 def outcome_of(counts: ReportCounts, sent: SendResult) -> tuple[int, RunStatus]:
@@ -161,6 +162,10 @@ def log_end(summary: RunSummary) -> None:
     log.log(level, "%s: %d rows, %d updated, %d errors, %d skipped, %d not sent; exit %d%s",
             summary.status.value, summary.rows, summary.success, summary.errors, summary.skipped,
             summary.not_sent, summary.exit_code, f" ({summary.reason})" if summary.reason else "")
+    if summary.normalised:
+        from .rows.rewrite import counts_line
+
+        log.info("%s", counts_line(summary.normalised))
     if summary.updated_with_warnings:  # a warning: --quiet shows it too
         from .output.tallies import describe_warnings
 
@@ -181,6 +186,10 @@ def human_summary(s: RunSummary) -> str:
                  " --retry-failed) were sent again" if s.sent_again else "")
         lines.append(f"job {s.job_id}: continued: the rows earlier runs settled kept their outcome{again}")
     lines.append(_outcome_line(s))
+    if s.normalised:
+        from .rows.rewrite import counts_line
+
+        lines.append(counts_line(s.normalised))
     if s.top_errors:
         lines.append(f"top errors: {describe_groups(s.top_errors)}")
     if s.status != RunStatus.DRY_RUN:

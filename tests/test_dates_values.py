@@ -27,13 +27,19 @@ GENDER = 'values."extendedFields.gender"'
 
 def _validate(tmp_path: Path, header: list[str], rows: list[list[str]], **sections) -> tuple[list[dict], dict]:
     """validate: the preview (what would be sent) and the errors by row."""
+    preview, errors, _ = _validated(tmp_path, header, rows, **sections)
+    return preview, errors
+
+
+def _validated(tmp_path: Path, header: list[str], rows: list[list[str]], **sections) -> tuple[list[dict], dict, dict]:
+    """_validate's, and summary.json."""
     source = write_csv(tmp_path / "in.csv", header, rows)
     config = write_config(tmp_path, "http://127.0.0.1:9", **sections)
     result = CliRunner().invoke(main, ["validate", str(source), "--config", str(config), "--json"])
     assert result.exit_code in (0, 1), result.output
     summary = json.loads(result.stdout)
     preview = [json.loads(line) for line in Path(summary["reports"]["preview"]).read_text().splitlines()]
-    return preview, {int(e["_row"]): e["_message"] for e in read_report(summary["reports"]["errors"])}
+    return preview, {int(e["_row"]): e["_message"] for e in read_report(summary["reports"]["errors"])}, summary
 
 
 # --- dates -------------------------------------------------------------------------------------
@@ -70,6 +76,15 @@ def test_leap_days_and_impossible_or_ambiguous_dates_name_the_order(tmp_path):
         6: f'{column} "17/13/1990" is not a date under {order}: there is no month 13',
         7: f'{column} "1990/05/17" is not a date (use DD/MM/YYYY, as [input] date_order = "DMY", or YYYY-MM-DD)',
     }
+
+
+def test_errors_grouped_by_cause_keep_the_setting_and_drop_the_value(tmp_path):
+    _, _, summary = _validated(tmp_path, DATED[:2], [[mobile(1), "31/02/1990"], [mobile(2), "31/02/1990"]],
+                               input={"date_order": "DMY"}, **TYPES)
+    [group] = summary["top_errors"]
+    assert (group["count"], group["message"]) == (2, 'extendedFields.dateOfBirth is not a date under [input]'
+                                                     ' date_order = "DMY" (day/month/year): February 1990 has no'
+                                                     ' day 31')
 
 
 def test_month_first(tmp_path):

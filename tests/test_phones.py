@@ -202,3 +202,49 @@ def test_the_fast_path_takes_exactly_the_clean_numbers():
     assert not numbers.clean("9198000000012") and not numbers.clean("91980000000")
     us = MobileNumbers("US")
     assert us.clean("14155552671") and not us.clean("4155552671")
+
+
+def test_the_counts_of_rewritten_values_reach_summary_json_and_the_last_lines(tmp_path, sandbox_server):
+    server = sandbox_server()
+    source = write_csv(tmp_path / "export.csv", ["identifierValue", "extendedFields.dateOfBirth"],
+                       [[value, "17/05/1990"] for value in FORMATTED] + [[mobile(6), "1990-05-17"], ["12345", ""]])
+    config = str(write_config(tmp_path, server.url, types={"extendedFields.dateOfBirth": "date"}))
+    reading = ["--default-country", "in", "--date-order", "DMY"]  # the options, not the config file
+    code, checked = _cli("validate", str(source), "--config", config, *reading)
+    assert (code, checked["normalised"]) == (1, {"identifierValue": 5, "extendedFields.dateOfBirth": 5})
+
+    result = CliRunner().invoke(main, ["run", str(source), "--config", config, *reading])
+    assert result.exit_code == 1, result.output
+    assert "normalised: identifierValue 5, extendedFields.dateOfBirth 5" in result.stdout.splitlines()
+    summary = json.loads((tmp_path / "out" / "latest" / "summary.json").read_text())
+    assert summary["normalised"] == {"identifierValue": 5, "extendedFields.dateOfBirth": 5}
+    assert sorted(r.query["identifierValue"] for r in customer_puts(server)) == [mobile(i) for i in range(1, 7)]
+    # a suggested command carries the reading options
+    refused = CliRunner().invoke(main, ["run", str(source), "--config", config, *reading, "--max-invalid", "0",
+                                        "--restart"])
+    assert refused.exit_code == 2
+    assert f"`batch-updater validate {source} --config {config} --default-country IN --date-order DMY`" in \
+        refused.output
+
+
+def test_a_file_with_nothing_to_rewrite_has_no_counts(tmp_path):
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(1)]])
+    config = write_config(tmp_path, "http://127.0.0.1:9", input={"default_country": "IN"})
+    code, summary = _cli("validate", str(source), "--config", str(config))
+    assert (code, summary["normalised"]) == (0, {})
+
+
+def test_state_forget_takes_a_mobile_in_any_format_under_default_country(tmp_path, sandbox_server):
+    server = sandbox_server()
+    config = str(write_config(tmp_path, server.url, input={"default_country": "IN"}))
+    source = write_csv(tmp_path / "in.csv", ["identifierValue", "firstName"], [[mobile(1), "Asha"]])
+    assert _cli("run", str(source), "--config", config, "--only-changed")[1]["success"] == 1
+
+    refused = CliRunner().invoke(main, ["state", "forget", "12345", "--config", config])
+    assert refused.exit_code == 2
+    assert refused.output.strip().endswith('"12345" is not a mobile number: too short for IN (10 digits after'
+                                           ' the country code 91): nothing was forgotten')
+    forget = CliRunner().invoke(main, ["state", "forget", "+91 98000 00001", "--config", config])
+    assert forget.output.strip() == "forgot 1 customers"
+    code, again = _cli("run", str(source), "--config", config, "--only-changed", "--restart")
+    assert (code, again["requests"]) == (0, 1)  # forgotten: sent again

@@ -298,3 +298,45 @@ def test_which_proxy_applies(tmp_path):
 ])
 def test_no_proxy_as_curl_reads_it(host, port, no_proxy, direct):
     assert bypassed(host, port, no_proxy) is direct
+
+
+# --- `check` through the proxy -------------------------------------------------------------
+
+def _check(tmp_path: Path, url: str, environ: dict[str, str], **api):
+    from batch_updater.check import check_setup
+    return {step.name: step for step in check_setup(write_config(tmp_path, url, api=api), environ=environ)}
+
+
+def test_check_reaches_the_api_through_the_proxy_tunnel(tmp_path, certificate, guarded_proxy):  # noqa: F811
+    with HttpsSandbox(*certificate) as server:
+        steps = _check(tmp_path, server.url, {"HTTPS_PROXY": guarded_proxy.url.replace("http://", "http://ops@"),
+                                              "BATCH_UPDATER_PROXY_PASSWORD": SECRET},
+                       ca_bundle=str(certificate[0]))
+    assert {name: step.status for name, step in steps.items()} == dict.fromkeys(steps, "ok")
+    assert "(the proxy http://***@127.0.0.1:" in steps["dns"].detail  # the proxy is what this host resolves
+    assert steps["port"].detail.startswith(f"127.0.0.1:{urlsplit(guarded_proxy.url).port} accepts")
+    assert "through the proxy" in steps["tls"].detail
+    port = urlsplit(server.url).port
+    assert guarded_proxy.seen.count(("CONNECT", f"127.0.0.1:{port}")) >= 2  # the TLS step's and the lookup's
+
+
+def test_check_names_a_proxy_that_refuses_our_credentials(tmp_path, certificate, guarded_proxy):  # noqa: F811
+    with HttpsSandbox(*certificate) as server:
+        steps = _check(tmp_path, server.url, {"BATCH_UPDATER_PROXY_PASSWORD": "wrong-Pr0xy"},
+                       proxy=guarded_proxy.url.replace("http://", "http://ops@"), ca_bundle=str(certificate[0]))
+    assert steps["tls"].status == "fail"
+    assert "refused our credentials (HTTP 407)" in steps["tls"].detail
+    assert "BATCH_UPDATER_PROXY_PASSWORD" in steps["tls"].detail
+    assert steps["credentials"].status == "skip"
+    assert not any("wrong-Pr0xy" in step.detail for step in steps.values())
+    assert guarded_proxy.refused == 1 and not guarded_proxy.seen
+
+
+def test_check_names_a_proxy_where_nothing_listens(tmp_path, sandbox_server):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    steps = _check(tmp_path, sandbox_server().url, {"HTTP_PROXY": f"http://127.0.0.1:{dead}"})
+    assert steps["dns"].status == "ok"
+    assert steps["port"].status == "fail"
+    assert steps["port"].detail.startswith(f"the proxy http://127.0.0.1:{dead} (HTTP_PROXY) refused the connection")

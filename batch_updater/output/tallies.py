@@ -57,7 +57,7 @@ def cause_of(o: RowOutcome) -> tuple[str, str]:
     validation message without the cell's value (its first problem, when there are several)."""
     if o.stage is Stage.VALIDATION:
         first = o.message.split("; ")[0]
-        return "", _QUOTED_VALUE.sub("", first).strip()
+        return "", _QUOTED_VALUE.sub("", first, count=1).strip()  # the cell's; a setting quoted later stays
     code = o.code or (f"HTTP {o.http_status}" if o.http_status else "")
     return code, o.message.strip()[:MESSAGE_LIMIT]
 

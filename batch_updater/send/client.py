@@ -21,7 +21,7 @@ import os
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import SplitResult, quote
 
@@ -150,7 +150,8 @@ class ApiClient:
     _proxy_headers: dict[str, str] | None = None  # Proxy-Authorization for CONNECT (tunnel_headers)
 
     @classmethod
-    def open(cls, api: ApiSettings, limits: LimitSettings) -> ApiClient:
+    def open(cls, api: ApiSettings, limits: LimitSettings, environ: Mapping[str, str] | None = None) -> ApiClient:
+        """A client for `api`; `environ` (default os.environ) holds the proxy variables."""
         timeout = aiohttp.ClientTimeout(total=limits.timeout_seconds,
                                         sock_connect=limits.connect_timeout_seconds,
                                         sock_read=limits.read_timeout_seconds)
@@ -162,7 +163,7 @@ class ApiClient:
         connector = aiohttp.TCPConnector(limit=limits.concurrency + 2, ssl=ssl_argument(api))
         basic = ({} if api.auth == "oauth" else
                  {"Authorization": basic_authorization(api.username, api.password.reveal())})
-        proxy = proxy_for(api)
+        proxy = proxy_for(api, environ)
         if proxy is not None:
             log.info("connecting to %s through %s", URL(api.base_url).host, proxy.describe())
         # Headers every request carries are the session's: not merged again for each request.
@@ -188,6 +189,13 @@ class ApiClient:
 
     async def close(self) -> None:
         await self.session.close()
+
+    async def get(self, url: URL) -> tuple[int, bytes, str]:
+        """A GET with what a run's requests carry (credentials, proxy), for `check`'s lookup."""
+        auth = await self._auth_headers()
+        headers = None if auth is self._session_sends else {**JSON_HEADERS, **auth}
+        async with self.session.get(url, headers=headers, proxy_headers=self._proxy_headers) as response:
+            return response.status, await response.read(), response.headers.get("Content-Type", "")
 
     async def _auth_headers(self) -> dict[str, str]:
         return await self.token.header() if self.token else self._basic

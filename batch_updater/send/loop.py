@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class SendResult:
     in_doubt_requests: int = 0       # sent and never answered
     sent_again: int = 0              # rows an earlier run left unsettled, sent by this run
     http_statuses: dict[str, int] = field(default_factory=dict)
+    normalised: dict[str, int] = field(default_factory=dict)  # column -> cells rewritten (rows/rewrite.py)
     seconds: float = 0.0
     preview: str | None = None       # a dry run's preview.jsonl
 
@@ -98,7 +100,7 @@ async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config:
         writer.shutdown(wait=True)  # a commit under way ends before the last ones (reports, close)
         journal.record_minutes(run_id, pool.timeline.take(finished_only=False))
         await client.close()
-    return _result(pool, books.earlier, time.monotonic() - began)
+    return _result(pool, books, time.monotonic() - began)
 
 
 async def _keep_minutes(pool: WorkerPool, journal: Journal, run_id: str) -> None:
@@ -115,6 +117,7 @@ async def _feed(pool: WorkerPool, chunks: Iterator[PreparedChunk], journal: Jour
     try:
         while not pool.halted and (prepared := await upcoming) is not None:
             upcoming = asyncio.ensure_future(next_in_thread(chunks))
+            books.normalised.update(prepared.rewritten)
             states = journal.states(prepared.rows[0], prepared.rows[-1]) if len(prepared.rows) else {}
             settled = settled_before(prepared.rows, states, books.progress)
             for outcome in prepared.outcomes:
@@ -136,6 +139,7 @@ class _Books:
     def __init__(self, journal: Journal, progress: Progress, changes: ChangeFilter | None):
         self.journal, self.progress, self.changes = journal, progress, changes
         self.earlier = EarlierRuns()
+        self.normalised: Counter[str] = Counter()
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     def decided(self, outcome: RowOutcome) -> None:
@@ -159,15 +163,15 @@ class _Books:
                       outcome.code, outcome.message)  # identifiers are masked by the log filter
 
 
-def _result(pool: WorkerPool, earlier: EarlierRuns, seconds: float) -> SendResult:
-    stats = pool.stats
+def _result(pool: WorkerPool, books: _Books, seconds: float) -> SendResult:
+    stats, earlier = pool.stats, books.earlier
     return SendResult(reason=pool.abort_reason or pool.stop_reason, aborted=pool.abort_reason is not None,
                       stopped=pool.stop_reason is not None and pool.abort_reason is None,
                       requests=stats.requests, add_requests=stats.add_requests, retries=stats.retries,
                       throttled=stats.throttled,
                       in_doubt_requests=stats.in_doubt, sent_again=earlier.sent_again,
                       http_statuses={str(k): v for k, v in sorted(stats.status_counts.items())},
-                      seconds=seconds)
+                      normalised=dict(books.normalised), seconds=seconds)
 
 
 async def next_in_thread(iterator: Iterator[PreparedChunk]) -> PreparedChunk | None:
@@ -189,15 +193,20 @@ def _on_stop_signals(loop: asyncio.AbstractEventLoop, pool: WorkerPool) -> Calla
         else:
             pool.stop(f"stopped by {name}; run the same command again to resume")
 
-    installed = []
+    installed = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
+            before = signal.getsignal(sig)
             loop.add_signal_handler(sig, on_signal, sig.name)
-            installed.append(sig)
+            installed[sig] = before
         except (ValueError, RuntimeError, NotImplementedError):
             pass  # not the main thread (e.g. inside a test runner's worker): no handlers
 
     def remove() -> None:
-        for sig in installed:
+        """Put back the handlers the process had (an Airflow task's SIGTERM handler, say):
+        the loop's own removal would leave Python's defaults instead."""
+        for sig, before in installed.items():
             loop.remove_signal_handler(sig)
+            if before is not None:  # None: set outside Python, which cannot be put back
+                signal.signal(sig, before)
     return remove
