@@ -135,3 +135,12 @@ def max_in_window(starts: list[float], window: float) -> int:
     """The most starts in any half-open window [t, t + window)."""
     starts = sorted(starts)
     return max((bisect.bisect_left(starts, s + window) - i for i, s in enumerate(starts)), default=0)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_machine(monkeypatch):
+    """The tests talk to servers on 127.0.0.1: a proxy set on the machine running them (a
+    company's CI) must not stand in the way. Tests of proxies set their own."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
