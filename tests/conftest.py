@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import csv
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -144,3 +145,31 @@ def _no_proxy_from_the_machine(monkeypatch):
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+
+
+class ServerThread:
+    """A test server whose asyncio loop runs in a background thread, as a context manager.
+    A subclass's `_serve()` starts listening, sets `url`, then awaits `_serving()`."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        raise NotImplementedError
+
+    async def _serving(self) -> None:
+        """Ready: wait here until the context ends."""
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        self._ready.set()
+        await self._stop.wait()
+
+    def __enter__(self):
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)

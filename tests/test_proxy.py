@@ -11,14 +11,13 @@ import asyncio
 import base64
 import json
 import socket
-import threading
 from contextlib import suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
-from conftest import PASSWORD, customer_puts, mobile, write_config, write_csv
+from conftest import PASSWORD, ServerThread, customer_puts, mobile, write_config, write_csv
 from test_tls import HttpsSandbox, certificate  # noqa: F401 (a fixture)
 
 from batch_updater.cli import main
@@ -29,26 +28,22 @@ from batch_updater.send.tls import bypassed, proxy_for
 SECRET = "pr0xy-S3cret!"
 
 
-class Proxy:
+class Proxy(ServerThread):
     """A forwarding and CONNECT proxy in a background thread; `seen` holds (method, target)."""
 
     def __init__(self, user: str | None = None, password: str | None = None):
+        super().__init__()
         self.expected = (None if user is None else
                          "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
         self.seen: list[tuple[str, str]] = []
         self.headers: list[dict[str, str]] = []  # of each request in `seen`
         self.refused = 0
-        self.url = ""
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
 
     async def _serve(self) -> None:
         server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        self._ready.set()
         async with server:
-            await self._stop.wait()
+            await self._serving()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -97,15 +92,6 @@ class Proxy:
         upstream_writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         writer.write(await upstream_reader.read())  # the whole answer: the upstream closes after it
         upstream_writer.close()
-
-    def __enter__(self) -> Proxy:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 @pytest.fixture

@@ -6,18 +6,16 @@ certificate made by the openssl command (skipped where it is missing).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import ssl
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
-from conftest import customer_puts, mobile, write_config, write_csv
+from conftest import ServerThread, customer_puts, mobile, write_config, write_csv
 
 from batch_updater.cli import main
 from batch_updater.config import INSECURE_WARNING, load_config
@@ -39,37 +37,23 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     return cert, key
 
 
-class HttpsSandbox:
+class HttpsSandbox(ServerThread):
     """The sandbox app served over TLS from a background thread."""
 
     def __init__(self, cert: Path, key: Path):
+        super().__init__()
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
         self.app = make_app(SandboxSettings(customers=100))
         self.state = self.app["state"]
-        self.url = ""
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
 
     async def _serve(self) -> None:
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.context).start()
         self.url = f"https://127.0.0.1:{runner.addresses[0][1]}"
-        self._stop = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._ready.set()
-        await self._stop.wait()
+        await self._serving()
         await runner.cleanup()
-
-    def __enter__(self) -> HttpsSandbox:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 @pytest.fixture
