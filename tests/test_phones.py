@@ -22,7 +22,7 @@ from batch_updater.rows.rewrite import counts_line
 FORMATTED = ["+91 98000 00001", "91-9800000002", "(91) 9800000003", "098000 00004", "9800000005"]
 INVALID = {
     "12345": "is not a mobile number: too short for IN (10 digits after the country code 91)",
-    "+999 1234567": "is not a mobile number: invalid country code (no country's code starts it; after + or 00"
+    "+999 1234567": "is not a mobile number: invalid country code (no country's code starts it: after + or 00"
                     " comes the country code, e.g. 91 for India)",
     "abc": "is not a mobile number: it holds characters a phone number does not have (digits, with spaces,"
            " dashes, dots, brackets and a leading + or 00)",

@@ -128,7 +128,7 @@ def _unparsed(exc) -> str:
 
     return {
         Error.INVALID_COUNTRY_CODE: "is not a mobile number: invalid country code (no country's code starts"
-                                    " it; after + or 00 comes the country code, e.g. 91 for India)",
+                                    " it: after + or 00 comes the country code, e.g. 91 for India)",
         Error.TOO_SHORT_AFTER_IDD: "is not a mobile number: too short after its international prefix",
         Error.TOO_SHORT_NSN: "is not a mobile number: too short",
         Error.TOO_LONG: "is not a mobile number: too long",
