@@ -58,6 +58,9 @@ def test_every_format_reaches_the_right_customer_and_bad_numbers_are_refused_wit
     # the reports keep the file's values (a leading + is neutralised against formula injection, as always)
     assert [restore(s["identifierValue"]) for s in successes] == FORMATTED
     assert [s["_identifier"] for s in successes] == [mobile(i) for i in range(1, 6)]  # what was sent
+    # the summary groups the causes without the values, each reason whole
+    assert sorted(g["message"] for g in summary["top_errors"]) == sorted(
+        f"identifierValue {why}" for why in INVALID.values())
 
 
 def test_without_default_country_the_rules_are_as_strict_as_before(tmp_path, sandbox_server):
