@@ -24,16 +24,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_validate import HEADER, write_file  # the same file shape
+from bench_validate import HEADER, in_child, write_file  # the same file shape
 
 FORMATS = ("+91 98{a} {b}", "098{a} {b}", "91-98{a}{b}", "(91) 98{a}{b}")
 CASES = (("clean", None), ("clean", "IN"), ("messy", "IN"))
@@ -75,10 +73,7 @@ def measure(path: str, country: str | None) -> dict:
 
 
 def run_case(path: Path, country: str | None) -> dict:
-    command = [sys.executable, __file__, "--phase", str(path)] + (["--country", country] if country else [])
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return in_child(__file__, "--phase", str(path), *(["--country", country] if country else []))
 
 
 def main() -> int:

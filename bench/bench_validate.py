@@ -107,11 +107,16 @@ def measure(phase: str, path: str) -> dict:
     return {"phase": phase, "rows": rows, "seconds": seconds, "peak_mb": round(peak_mb, 1)}
 
 
-def run_phase(phase: str, path: Path) -> dict:
-    command = [sys.executable, __file__, "--phase", phase, "--file", str(path)]
+def in_child(script: str, *args: str) -> dict:
+    """Run `script` in a fresh interpreter (so each phase has its own peak RSS) and read the
+    JSON line it prints last."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_phase(phase: str, path: Path) -> dict:
+    return in_child(__file__, "--phase", phase, "--file", str(path))
 
 
 def main() -> int:
