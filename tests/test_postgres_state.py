@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import PASSWORD as API_PASSWORD
 from conftest import customer_puts, mobile, read_report, wait_for_requests, write_config, write_csv
 from pg_cluster import PASSWORD, pg_cluster  # noqa: F401 - the session's cluster fixture
 
 from batch_updater.cli import main
+from batch_updater.integrations.airflow import run_task
 
 CLI = [sys.executable, "-m", "batch_updater.cli"]
 ACK_WINDOW = 0.05  # as tests/test_resume.py: from an answer leaving the sandbox to the client's write of it
@@ -179,3 +181,17 @@ def test_sqlite_stays_the_default(tmp_path, sandbox_server):
     summary = json.loads(done.stdout)
     assert (Path(summary["reports"]["success"]).parent.parent / "journal.sqlite").exists()
     assert (tmp_path / "out" / "state.sqlite").exists() and summary["config"]["state"]["url"] is None
+
+
+def test_the_airflow_task_keeps_its_state_in_the_state_connection(tmp_path, sandbox_server, state_url, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "host"))
+    server = sandbox_server()
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(6)])
+    summary = run_task(str(source), host=server.url, login="demo.till", password=API_PASSWORD,
+                       extras={"rate_per_minute": 60_000}, output_dir=str(tmp_path / "out"), environ={},
+                       state=(state_url, PASSWORD))
+    assert summary["success"] == 6 and PASSWORD not in json.dumps(summary, default=str)
+    again = run_task(str(source), host=server.url, login="demo.till", password=API_PASSWORD,
+                     extras={"rate_per_minute": 60_000, "state_url": state_url}, output_dir=str(tmp_path / "other"),
+                     environ={"BATCH_UPDATER_STATE_PASSWORD": PASSWORD})
+    assert again["job_id"] == summary["job_id"] and len(customer_puts(server)) == 6  # replayed from PostgreSQL
