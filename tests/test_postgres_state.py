@@ -195,3 +195,20 @@ def test_the_airflow_task_keeps_its_state_in_the_state_connection(tmp_path, sand
                      extras={"rate_per_minute": 60_000, "state_url": state_url}, output_dir=str(tmp_path / "other"),
                      environ={"BATCH_UPDATER_STATE_PASSWORD": PASSWORD})
     assert again["job_id"] == summary["job_id"] and len(customer_puts(server)) == 6  # replayed from PostgreSQL
+
+
+def test_a_database_that_goes_away_mid_run_aborts_with_one_line(tmp_path, sandbox_server, state_url, environ,
+                                                                 pg_cluster):  # noqa: F811
+    server = sandbox_server()
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(200)])
+    config = write_config(tmp_path, server.url, state={"url": state_url}, limits={"rate_per_minute": 1200})
+    run = _start(environ, "run", str(source), "--config", str(config))
+    wait_for_requests(server, 5)
+    with pg_cluster.admin() as db:
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                   (state_url.rsplit("/", 1)[1],))
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 3, err
+    assert err.count("batch-updater: error: ") == 1 and err.endswith("run again to resume\n"), err
+    assert "job state in PostgreSQL at 127.0.0.1/" in err and "Traceback" not in err
+    assert len(customer_puts(server)) < 200  # nothing was sent once the marks could not be written

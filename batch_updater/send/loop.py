@@ -98,8 +98,8 @@ async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config:
         for task in background:
             task.cancel()
         writer.shutdown(wait=True)  # a commit under way ends before the last ones (reports, close)
-        journal.record_minutes(run_id, pool.timeline.take(finished_only=False))
         await client.close()
+        journal.record_minutes(run_id, pool.timeline.take(finished_only=False))  # may fail: PostgreSQL gone
     return _result(pool, books, time.monotonic() - began)
 
 

@@ -18,14 +18,15 @@ Same promises as the SQLite journal (state/journal.py), by other means:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import threading
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -80,6 +81,7 @@ _ADD_MINUTE = (f"INSERT INTO bu_minute (job, run, {', '.join(MINUTE_COLUMNS)})"
                " network = bu_minute.network + excluded.network, statuses = excluded.statuses,"
                " p50_ms = excluded.p50_ms, p95_ms = excluded.p95_ms,"
                " max_ms = greatest(bu_minute.max_ms, excluded.max_ms)")
+T = TypeVar("T")
 JOB_TABLES = ("bu_outcome", "bu_in_flight", "bu_meta", "bu_skipped_run", "bu_minute")
 
 
@@ -120,6 +122,19 @@ def failed(settings: StateSettings, exc: BaseException) -> StateUnavailable:
     """A query that failed mid-run (the server went away): one line, exit 3."""
     return StateUnavailable(f"the job state in PostgreSQL at {where(settings)} failed"
                             f" ({_one_line(exc, settings.password.reveal())}); run again to resume")
+
+
+def _reported(method: Callable[..., T]) -> Callable[..., T]:
+    """A PgJournal method whose database error (the server went away) becomes one line, exit 3."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        import psycopg
+
+        try:
+            return method(self, *args, **kwargs)
+        except psycopg.Error as exc:
+            raise failed(self._settings, exc) from None
+    return guarded
 
 
 def _create_schema(db: Any) -> None:
@@ -217,6 +232,7 @@ class PgJournal(Journal):
         if self._acks_path.exists():
             os.truncate(self._acks_path, 0)
 
+    @_reported
     def flush(self) -> None:
         with self._lock:
             rows, self._pending = self._pending, []
@@ -253,6 +269,7 @@ class PgJournal(Journal):
                     self._pg.execute("DELETE FROM bu_outcome WHERE job = %s AND row_no BETWEEN %s AND %s"
                                      " AND (status = %s OR rerun = 1)", (self._key, first, last, IN_FLIGHT))
 
+    @_reported
     def give_up_unanswered(self) -> None:
         if self._unanswered:
             rows = sorted(self._unanswered)
@@ -262,6 +279,7 @@ class PgJournal(Journal):
                                  (self._key, rows))
             self._unanswered.clear()
 
+    @_reported
     def reopen_failed(self) -> int:
         with self._lock:
             return self._pg.execute(
@@ -271,6 +289,7 @@ class PgJournal(Journal):
 
     # -- reading back ----------------------------------------------------------------------------
 
+    @_reported
     def _query(self, sql: str, parameters: tuple = ()) -> list[tuple]:
         with self._lock:
             return self._pg.execute(sql, parameters).fetchall()
@@ -302,6 +321,7 @@ class PgJournal(Journal):
             " WHERE job = %s AND row_no BETWEEN %s AND %s AND status = %s ORDER BY row_no",
             (self._key, first_row, last_row, Status.SUCCESS.value))
 
+    @_reported
     def record_minutes(self, run: str, minutes: list[tuple]) -> None:
         if minutes:
             with self._lock, self._pg.transaction(), self._pg.cursor() as cursor:
@@ -312,6 +332,7 @@ class PgJournal(Journal):
         return [dict(zip(names, values)) for values in self._query(
             f"SELECT {', '.join(names)} FROM bu_minute WHERE job = %s ORDER BY minute, run", (self._key,))]
 
+    @_reported
     def set_meta(self, **values: str) -> None:
         set_meta(self._pg, self._key, values, self._lock)
 
