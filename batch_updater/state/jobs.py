@@ -73,9 +73,11 @@ class Job:
         return self.status in UNFINISHED or self.status is JobStatus.INCOMPLETE
 
     def close(self) -> None:
-        self.journal.close()
-        if self.lock is not None:
-            self.lock.close()  # closing the file (or the session) releases the lock
+        try:
+            self.journal.close()
+        finally:
+            if self.lock is not None:
+                self.lock.close()  # closing the file (or the session) releases the lock
 
 
 def job_identity(path: Path, config: Config, shard: Shard | None = None) -> str:

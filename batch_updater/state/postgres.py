@@ -217,12 +217,13 @@ class PgJournal(Journal):
 
     # -- outcomes: the local ack log first, then PostgreSQL in group commits ---------------------
 
+    @_reported
     def _absorb_logs(self) -> None:
         """What a run of this job left: answers in this host's log, then rows in flight
         without one (in doubt, sent again); the log is emptied once they are committed."""
         with self._lock, self._pg.transaction():
             for batch in read_ack_log(self._acks_path, len(_COLUMNS)):
-                self._pg.execute(_ABSORB, (self._key, *_columns(batch)))
+                self._pg.execute(_ABSORB, (self._key, *_columns(_last_per_row(batch))))
                 self._pg.execute("DELETE FROM bu_in_flight WHERE job = %s AND row_no = ANY(%s::int[])",
                                  (self._key, [values[0] for values in batch]))
             rows = [row for (row,) in self._pg.execute("DELETE FROM bu_in_flight WHERE job = %s RETURNING row_no",
@@ -252,8 +253,7 @@ class PgJournal(Journal):
                 unmarked: list[int]) -> None:
         with self._pg.transaction():
             if rows:
-                latest = list({values[0]: values for values in rows}.values())  # one per row: the last stands
-                self._pg.execute(_UPSERT, (self._key, *_columns(latest)))
+                self._pg.execute(_UPSERT, (self._key, *_columns(_last_per_row(rows))))
             done = [values[0] for values in rows] + unmarked
             if done:
                 self._pg.execute("DELETE FROM bu_in_flight WHERE job = %s AND row_no = ANY(%s::int[])",
@@ -365,6 +365,11 @@ def set_meta(db: Any, key: str, values: dict[str, str], lock: threading.Lock | N
 
 def read_meta(db: Any, key: str) -> dict[str, str]:
     return dict(db.execute("SELECT key, value FROM bu_meta WHERE job = %s", (key,)).fetchall())
+
+
+def _last_per_row(batch: list[tuple]) -> list[tuple]:
+    """One outcome per row, the last recorded (an upsert may not touch a row twice)."""
+    return list({values[0]: values for values in batch}.values())
 
 
 def _columns(batch: Iterable[tuple]) -> list[list]:
