@@ -155,6 +155,10 @@ def test_only_changed_state_is_shared_across_output_folders(tmp_path, sandbox_se
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["skipped"] == 49
     assert [r.query["identifierValue"] for r in customer_puts(server)[before:]] == [mobile(7)]
+    forgot = _run(environ, "state", "forget", mobile(3), "--config", str(config))
+    assert forgot.stdout.strip() == "forgot 1 customers"
+    assert "PostgreSQL" in _run(environ, "state", "stats", "--config", str(config)).stdout
+    assert _run(environ, "state", "forget", "--all", "--config", str(config)).stdout.strip() == "forgot 49 customers"
 
 
 @pytest.mark.parametrize("in_url", [False, True])
