@@ -23,7 +23,6 @@ import hashlib
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,44 +167,49 @@ class PgJournal(Journal):
         self._unanswered: set[int] = set()
         self._marks: list[int] = []
         self._batch: asyncio.Future | None = None
-        self._marker: ThreadPoolExecutor | None = None
-        self._marks_wanted: asyncio.Event | None = None
-        self._marks_task: asyncio.Task | None = None
+        self._marker: threading.Thread | None = None
+        self._marks_ready = threading.Condition()
+        self._marker_stop = False
 
     # -- in flight: committed before the request goes out --------------------------------------
 
     def mark_in_flight(self, row: int) -> Awaitable[None] | None:
         """The row's mark joins the next batch; the request waits for that batch's commit."""
         self._unanswered.add(row)
-        if self._marks_task is None or self._marks_task.done():
-            self._start_marker()
-        assert self._batch is not None and self._marks_wanted is not None
-        self._marks.append(row)
-        self._marks_wanted.set()
-        return self._batch
+        with self._marks_ready:
+            if self._marker is None:
+                self._start_marker()
+            assert self._batch is not None
+            self._marks.append(row)
+            self._marks_ready.notify()
+            return self._batch
 
     def _start_marker(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._marker = self._marker or ThreadPoolExecutor(max_workers=1, thread_name_prefix="in-flight")
-        self._batch, self._marks_wanted = loop.create_future(), asyncio.Event()
-        self._marks_task = loop.create_task(self._commit_marks_forever())
+        self._loop = asyncio.get_running_loop()
+        self._batch = self._loop.create_future()
+        self._marker = threading.Thread(target=self._commit_marks_forever, name="in-flight", daemon=True)
+        self._marker.start()
 
-    async def _commit_marks_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._marks_wanted is not None
+    def _commit_marks_forever(self) -> None:
+        """A thread of its own: takes the marks waiting, commits them, wakes their requests."""
         while True:
-            await self._marks_wanted.wait()
-            self._marks_wanted.clear()
-            rows, self._marks = self._marks, []
-            batch, self._batch = self._batch, loop.create_future()
+            with self._marks_ready:
+                while not self._marks and not self._marker_stop:
+                    self._marks_ready.wait()
+                if self._marker_stop:
+                    return
+                rows, self._marks = self._marks, []
+                batch, self._batch = self._batch, self._loop.create_future()
             assert batch is not None
             try:
-                await loop.run_in_executor(self._marker, self._commit_marks, rows)
+                self._commit_marks(rows)
+                outcome: BaseException | None = None
             except Exception as exc:
-                batch.set_exception(RunAborted(str(failed(self._settings, exc))))
-                batch.exception()  # retrieved: requests that never await it stay quiet
-            else:
-                batch.set_result(None)
+                outcome = RunAborted(str(failed(self._settings, exc)))
+            try:
+                self._loop.call_soon_threadsafe(_settle, batch, outcome)
+            except RuntimeError:  # the run's loop is closed: nobody waits any more
+                return
 
     def _commit_marks(self, rows: list[int]) -> None:
         self._lock_db.execute("INSERT INTO bu_in_flight (job, row_no) SELECT %s, unnest(%s::int[])"
@@ -346,10 +350,11 @@ class PgJournal(Journal):
             self.give_up_unanswered()
             committed = True
         finally:
-            if self._marks_task is not None:
-                self._marks_task.cancel()
             if self._marker is not None:
-                self._marker.shutdown(wait=True)
+                with self._marks_ready:
+                    self._marker_stop = True
+                    self._marks_ready.notify()
+                self._marker.join()
             self._acks.close()
             if committed:
                 self._acks_path.unlink(missing_ok=True)
@@ -365,6 +370,17 @@ def set_meta(db: Any, key: str, values: dict[str, str], lock: threading.Lock | N
 
 def read_meta(db: Any, key: str) -> dict[str, str]:
     return dict(db.execute("SELECT key, value FROM bu_meta WHERE job = %s", (key,)).fetchall())
+
+
+def _settle(batch: asyncio.Future, failure: BaseException | None) -> None:
+    """A batch of marks committed (or not): its requests go (or abort)."""
+    if batch.done():
+        return
+    if failure is None:
+        batch.set_result(None)
+    else:
+        batch.set_exception(failure)
+        batch.exception()  # retrieved: requests that never await it stay quiet
 
 
 def _last_per_row(batch: list[tuple]) -> list[tuple]:
