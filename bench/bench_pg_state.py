@@ -7,7 +7,8 @@ Each run is the CLI (`batch-updater run --restart --json`) in a process of its o
 the sandbox in another, so its peak RSS is its own (wait4). rows/s is the rows over the
 summary's duration (the run from its start, interpreter start-up left out). Variants
 alternate round by round, so machine noise hits both alike; the figure is the median, and
-the ratio PostgreSQL / SQLite of the medians. Without --state-url (password from
+the ratio PostgreSQL / SQLite is the median of the rounds' ratios (two runs seconds apart:
+steadier on a busy machine than a ratio of medians). Without --state-url (password from
 BATCH_UPDATER_STATE_PASSWORD) a throwaway cluster is started as the tests start theirs
 (tests/pg_cluster.py: Debian's binaries), on the same machine: the round trip is a local one.
 """
@@ -74,8 +75,12 @@ def compare(source: Path, folder: Path, url: str, state_url: str, environ: dict[
     for _ in range(repeat):
         for name, config in configs.items():
             figures[name].append(one_run(source, config, environ))
-    return {name: {"rows_per_s": statistics.median(r for r, _ in runs), "peak_rss_mib": max(m for _, m in runs)}
-            for name, runs in figures.items()}
+    found: dict[str, dict[str, float]] = {
+        name: {"rows_per_s": statistics.median(r for r, _ in runs), "peak_rss_mib": max(m for _, m in runs)}
+        for name, runs in figures.items()}
+    rounds = zip(figures["postgres"], figures["sqlite"])
+    found["ratio"] = {"median_of_rounds": statistics.median(pg / lite for (pg, _), (lite, _) in rounds)}
+    return found
 
 
 def main() -> None:
@@ -105,8 +110,8 @@ def main() -> None:
                 with sandbox_process("--latency-ms", str(latency), "--no-record",
                                      "--customers", str(args.rows)) as url:
                     found = compare(source, folder, url, state_url, environ, args.repeat)
-                ratio = found["postgres"]["rows_per_s"] / found["sqlite"]["rows_per_s"]
-                results[f"{latency:g} ms"] = {**found, "ratio": ratio}
+                ratio = found["ratio"]["median_of_rounds"]
+                results[f"{latency:g} ms"] = found
                 print(f"{args.rows:,} rows, {latency:g} ms latency, concurrency {CONCURRENCY}:"
                       f" SQLite {found['sqlite']['rows_per_s']:,.0f} rows/s"
                       f" (peak RSS {found['sqlite']['peak_rss_mib']:.0f} MiB),"
