@@ -223,3 +223,13 @@ def test_a_database_that_goes_away_mid_run_aborts_with_one_line(tmp_path, sandbo
     assert err.count("batch-updater: error: ") == 1 and err.endswith("run again to resume\n"), err
     assert "job state in PostgreSQL at 127.0.0.1/" in err and "Traceback" not in err
     assert len(customer_puts(server)) < 200  # nothing was sent once the marks could not be written
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs(tmp_path, pg_cluster):  # noqa: F811 - its cluster: skipped without one
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench_pg_state.py"
+    done = subprocess.run([sys.executable, str(script), "--rows", "200", "--latency-ms", "0", "--repeat", "1",
+                           "--json", str(tmp_path / "figures.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "200 rows, 0 ms latency" in done.stdout and "ratio" in done.stdout
+    assert json.loads((tmp_path / "figures.json").read_text())["0 ms"]["ratio"]["median_of_rounds"] > 0
