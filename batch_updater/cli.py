@@ -310,10 +310,9 @@ def jobs(config_path: str | None, output_dir: str | None, as_json: bool) -> None
     rows, updated, errors, last run and exit code. Each job folder's `latest` link is its
     newest run; the output folder's `latest` link, the newest run of any job."""
     def work():
-        from .state.jobs import list_jobs
+        from .state.stores import job_records
 
-        folder = _state_config(config_path, output_dir).output.dir
-        return folder, list_jobs(folder)
+        return job_records(_state_config(config_path, output_dir))
 
     folder, records = _guarded(work)
     if as_json:
@@ -324,7 +323,8 @@ def jobs(config_path: str | None, output_dir: str | None, as_json: bool) -> None
         click.echo(orjson.dumps([asdict(r) for r in records], option=orjson.OPT_INDENT_2).decode())
         return
     if not records:
-        click.echo(f"no jobs in {folder}/ (pass --config or --output-dir for another folder)")
+        where = folder if folder.startswith("PostgreSQL ") else f"{folder}/"
+        click.echo(f"no jobs in {where} (pass --config or --output-dir for another folder)")
         return
     click.echo(_table(["file", "job", "status", "rows", "updated", "errors", "last run", "exit"],
                       [[Path(r.input).name, r.job_id, r.status, _count(r.rows), _count(r.success),
@@ -353,10 +353,9 @@ def state() -> None:
 def state_stats(config_path: str | None, output_dir: str | None) -> None:
     """How many customers the store knows, and when it last changed."""
     def work():
-        from .state.sync_state import SyncState
+        from .state.stores import open_sync_state
 
-        config = _state_config(config_path, output_dir)
-        with SyncState(config.state_path) as store:
+        with open_sync_state(_state_config(config_path, output_dir)) as store:
             return store.stats()
 
     stats = _guarded(work)
@@ -378,13 +377,14 @@ def state_forget(identifiers, forget_all, identifier_name, source, account_id, c
         _fail("name the customers' identifiers, or pass --all (not both)", 2)
 
     def work():
-        from .state.sync_state import Fingerprints, SyncState
+        from .state.stores import open_sync_state
+        from .state.sync_state import Fingerprints
 
         config = _state_config(config_path, output_dir)
         if not config.api.base_url and not forget_all:
             raise UsageError("the store's keys depend on the API's address: give --config (or"
                              " BATCH_UPDATER_API_BASE_URL) with the [api] base_url of the runs")
-        with SyncState(config.state_path) as store:
+        with open_sync_state(config) as store:
             if forget_all:
                 return store.forget_all()
             fingerprints = Fingerprints([], config)

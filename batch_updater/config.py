@@ -26,6 +26,7 @@ from .rows.cells import DATE_ORDERS, FIELD_TYPES, parse_bool
 ENV_PREFIX = "BATCH_UPDATER_"
 PASSWORD_ENV = ENV_PREFIX + "PASSWORD"
 PROXY_PASSWORD_ENV = ENV_PREFIX + "PROXY_PASSWORD"
+STATE_PASSWORD_ENV = ENV_PREFIX + "STATE_PASSWORD"
 
 
 class Secret:
@@ -112,6 +113,8 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("output", "job_name"): Setting("str", help="the metrics' job label; default the input file's stem"),
     ("state", "path"): Setting("path", help="state store for --only-changed; default <output dir>/state.sqlite"),
     ("state", "only_changed"): Setting("bool", False, help="skip rows whose payload the API already acknowledged"),
+    ("state", "url"): Setting("str", help="postgresql://user@host/db: jobs, locks and --only-changed state in"
+                                          f" PostgreSQL (password from {STATE_PASSWORD_ENV}); default SQLite"),
     ("notify", "webhook_url"): Setting("str", help="Slack-compatible webhook, posted when a run has errors or aborts"),
     ("notify", "pushgateway_url"): Setting("str", help="Prometheus Pushgateway: the run's metrics are pushed there"),
     ("input", "chunk_rows"): Setting("int", 10_000, minimum=1),
@@ -236,6 +239,8 @@ class InputSettings:
 class StateSettings:
     path: Path | None
     only_changed: bool
+    url: str | None = None  # PostgreSQL, without its password; None: SQLite files
+    password: Secret = field(default_factory=lambda: Secret(""), repr=False)
 
 
 @dataclass(frozen=True)
@@ -280,6 +285,7 @@ class Config:
             out[section] = {k: (str(v) if isinstance(v, Path) else v)
                             for k, v in values.items() if k not in ("password", "proxy_password")}
         out["api"]["proxy"] = masked_url(self.api.proxy)
+        out["state"]["url"] = masked_url(self.state.url)
         out["columns"] = dict(self.columns)
         return out
 
@@ -338,6 +344,8 @@ def load_config(path: str | os.PathLike | None = None, *,
     password = _password(raw, typed, environ, problems if sending else [])
     typed[("api", "proxy")], proxy_password = _proxy(typed.get(("api", "proxy")), origin[("api", "proxy")],
                                                      environ, problems)
+    typed[("state", "url")], state_password = _state_url(typed.get(("state", "url")), origin[("state", "url")],
+                                                         environ, problems)
     columns = _columns(raw.get("columns", {}), problems)
     types = _types(raw.get("types", {}), problems)
     value_maps = _value_maps(raw.get("values", {}), problems)
@@ -352,7 +360,7 @@ def load_config(path: str | os.PathLike | None = None, *,
         output=OutputSettings(**_section(typed, "output")),
         input=InputSettings(**_section(typed, "input"), types=types, values=value_maps),
         notify=NotifySettings(**_section(typed, "notify")),
-        state=StateSettings(**_section(typed, "state")),
+        state=StateSettings(**_section(typed, "state"), password=state_password),
         create_limits=CreateLimitSettings(**_section(typed, "limits.create")),
         columns=columns,
         warnings=tuple(warnings),
@@ -548,6 +556,28 @@ def _proxy(text: str | None, origin: str, environ: Mapping[str, str],
     userinfo, at, host = parts.netloc.rpartition("@")
     user, _, in_url = userinfo.partition(":")
     return f"{parts.scheme}://{user}{at}{host}", password or Secret(_unquoted(in_url))
+
+
+def _state_url(text: str | None, origin: str, environ: Mapping[str, str],
+               problems: list[str]) -> tuple[str | None, Secret]:
+    """[state] url without its password, and the password: BATCH_UPDATER_STATE_PASSWORD, else
+    the one in the URL (the same rule as the proxy's)."""
+    password = Secret(environ.get(STATE_PASSWORD_ENV, ""))
+    if not text:
+        return None, password
+    try:
+        parts = urlsplit(text.strip())
+        _ = parts.port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        problems.append(f"{origin}: expected a PostgreSQL URL such as postgresql://user@host:5432/dbname,"
+                        f" got {masked_url(text.strip())!r}")
+        return None, password
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, _, in_url = userinfo.partition(":")
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{user}{at}{host}{parts.path}{query}", password or Secret(_unquoted(in_url))
 
 
 def _unquoted(text: str) -> str:

@@ -9,6 +9,7 @@ raises, and the CLI maps these to exit codes in one place::
     ├── InputError               unreadable input file, bad header, too many invalid rows
     ├── JobLocked                another process runs the same job
     └── RunAborted               exit 3: auth failure, API down, reports not writable
+        └── StateUnavailable     the job state's PostgreSQL refused or dropped the connection
 
 A run stopped by a signal or --max-runtime is no exception: its summary says exit 4.
 """
@@ -42,3 +43,7 @@ class JobLocked(BatchUpdaterError):
 
 class RunAborted(BatchUpdaterError):
     exit_code = 3
+
+
+class StateUnavailable(RunAborted):
+    pass

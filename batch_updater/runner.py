@@ -44,9 +44,10 @@ from .output.reports import (
 from .rows.org_fields import check_org_fields
 from .rows.prepare import PreparedChunk, PrePassFindings, prepare_chunks, screen_input
 from .send.loop import SendResult, next_in_thread, send_chunks
-from .state.jobs import Job, JobStatus, job_folder, job_identity, link_latest, open_job
+from .state.jobs import Job, JobStatus, job_folder, job_identity, link_latest
 from .state.journal import Journal
-from .state.sync_state import ChangeFilter, SyncState
+from .state.stores import open_job_state, open_sync_state
+from .state.sync_state import ChangeFilter
 from .summary import RunFacts, RunSummary, add_limit_per_minute, limit_per_minute, log_end, summarise
 
 __all__ = ["RunSummary", "run"]
@@ -93,7 +94,7 @@ def _run(config: Config, input_path: str | Path, started: datetime, *, dry_run: 
         screen = screen_input(source, plan, config, dry_run=dry_run)  # max_invalid, duplicates
         if dry_run:
             return _dry_run(config, source, plan, RunFacts(shown, "", started, dry_run=True), screen)
-        job = open_job(config, source.path, restart=restart, shard=shard)
+        job = open_job_state(config, source.path, restart=restart, shard=shard)
         try:
             reopened = job.journal.reopen_failed() if retry_failed else 0
             if job.finished and not reopened:
@@ -141,12 +142,12 @@ def _input_file(input_path: str | Path, config: Config) -> Iterator[Path]:
 
 def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassFindings | None, job: Job,
               facts: RunFacts, watch: ProgressWatch, max_runtime_seconds: float | None) -> RunSummary:
-    job.journal.set_meta(status=JobStatus.RUNNING)
     folder = _run_folder(job.folder, "run", facts.started)
+    job.journal.set_meta(status=JobStatus.RUNNING, last_run=folder.name)
     run_context.set({"run_id": folder.name, "job_id": job.id})
     log.info("%s %s: job %s, reports in %s", "resuming" if facts.resumed else "starting",
              "standard input" if facts.input == STDIN else facts.input, job.id, folder)
-    with SyncState(config.state_path) as state:
+    with open_sync_state(config) as state:
         changes = ChangeFilter(state, only_changed=config.state.only_changed)
         sent = asyncio.run(send_chunks(prepare_chunks(source, plan, config, screen, changes), job.journal,
                                        config, max_runtime_seconds=max_runtime_seconds, watch=watch,

@@ -13,6 +13,9 @@ otherwise); the input path may hold Airflow templates such as {{ ds }}:
                                (default /data/batch-updater)
     CAPILLARY_SYNC_CONFIG      a batch-updater TOML config for what the connection does not
                                hold, e.g. [limits] window_seconds (default: none)
+    CAPILLARY_SYNC_STATE_CONN  an Airflow Postgres connection id: the jobs' state goes there,
+                               so a retry on any worker resumes its shard (default: the
+                               Airflow Variable of that name, else SQLite in OUTPUT_DIR)
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ SHARDS = 4
 INPUT = os.environ.get("CAPILLARY_SYNC_INPUT", "/data/exports/customers-{{ ds }}.csv")
 OUTPUT_DIR = os.environ.get("CAPILLARY_SYNC_OUTPUT_DIR", "/data/batch-updater")
 CONFIG = os.environ.get("CAPILLARY_SYNC_CONFIG") or None
+# A template, read when the task runs (not each time the DAG file is parsed); "" = none
+STATE_CONN = os.environ.get("CAPILLARY_SYNC_STATE_CONN",
+                            "{{ var.value.get('CAPILLARY_SYNC_STATE_CONN', '') }}")
 
 
 @dag(schedule="@daily", start_date=pendulum.datetime(2026, 11, 1, tz="UTC"), catchup=False,
@@ -39,7 +45,7 @@ CONFIG = os.environ.get("CAPILLARY_SYNC_CONFIG") or None
 def capillary_customer_sync():
     updates = BatchUpdaterOperator.partial(
         task_id="update_customers", input_path=INPUT, conn_id="capillary_eu", config_path=CONFIG,
-        output_dir=OUTPUT_DIR, fail_on_row_errors=False, retries=3,
+        output_dir=OUTPUT_DIR, state_conn_id=STATE_CONN, fail_on_row_errors=False, retries=3,
     ).expand(shard=[f"{k}/{SHARDS}" for k in range(1, SHARDS + 1)])
 
     @task

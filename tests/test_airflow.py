@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import customer_puts, mobile, write_csv
 
-from batch_updater.integrations.airflow import connection_overrides, run_task, task_failed
+from batch_updater.integrations.airflow import connection_overrides, run_task, state_url, task_failed
 
 
 def test_airflow_operator_logic_through_the_library(tmp_path, sandbox_server):
@@ -33,3 +33,10 @@ def test_the_earlier_import_path_still_works_with_a_warning():
         module = importlib.import_module("batch_updater.airflow")
     from batch_updater.integrations.airflow import run_task
     assert module.run_task is run_task
+
+
+def test_a_postgres_connection_becomes_the_state_url():
+    assert state_url("db.internal", 5433, "jobs", "batch") == "postgresql://batch@db.internal:5433/jobs"
+    assert state_url("db", None, None, None) == "postgresql://db/postgres"
+    extras = {"state_url": "postgresql://batch@db/jobs"}
+    assert connection_overrides("https://x", "till", extras)["state.url"] == "postgresql://batch@db/jobs"

@@ -9,7 +9,10 @@ password (password or secret) and extras: source, identifier_name, account_id, a
 and the API key's limits rate_per_minute and create_rate_per_minute: a shard runs with its
 share of each (input/shards.shard_limits, the CLI's rule), unless the operator's own
 rate_per_minute / create_rate_per_minute give the shard's. The summary goes to XCom once,
-as the return value. Exit-code policy:
+as the return value. The job state goes to PostgreSQL (README: "Job state in PostgreSQL")
+with `state_conn_id`, an Airflow Postgres connection (host, port, schema = the database,
+login, password), or with the connection's extra `state_url`; its password reaches the run
+as BATCH_UPDATER_STATE_PASSWORD, never a log. Exit-code policy:
 0 succeeds; 1 (some rows in errors.csv) fails the task unless `fail_on_row_errors=False`;
 2, 3 and 4 fail it. On kill (SIGTERM) the run stops cleanly; a retry of the task resumes.
 
@@ -21,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import quote
 
-from ..config import PASSWORD_ENV, load_config
+from ..config import PASSWORD_ENV, STATE_PASSWORD_ENV, load_config
 
 
 def connection_overrides(host: str | None, login: str | None,
@@ -37,7 +41,15 @@ def connection_overrides(host: str | None, login: str | None,
         overrides["limits.rate_per_minute"] = extras["rate_per_minute"]
     if "create_rate_per_minute" in extras:
         overrides["limits.create.rate_per_minute"] = extras["create_rate_per_minute"]
+    if extras.get("state_url"):
+        overrides["state.url"] = extras["state_url"]
     return overrides
+
+
+def state_url(host: str | None, port: int | None, schema: str | None, login: str | None) -> str:
+    """An Airflow Postgres connection's fields as [state] url (its password goes apart)."""
+    user = f"{quote(login, safe='')}@" if login else ""
+    return f"postgresql://{user}{host or ''}{f':{port}' if port else ''}/{schema or 'postgres'}"
 
 
 def run_task(input_path: str, *, host: str | None, login: str | None, password: str | None,
@@ -45,10 +57,10 @@ def run_task(input_path: str, *, host: str | None, login: str | None, password: 
              shard: str | None = None, output_dir: str | None = None,
              max_runtime_seconds: float | None = None, environ: Mapping[str, str] | None = None,
              rate_per_minute: int | None = None, create_rate_per_minute: int | None = None,
-             ) -> dict[str, Any]:
+             state: tuple[str, str | None] | None = None) -> dict[str, Any]:
     """What the operator does, without Airflow: build the config, run, return the summary.
     `rate_per_minute` / `create_rate_per_minute`: the shard's own limits (default: its share
-    of the key's)."""
+    of the key's). `state`: (URL, password) of the job state's PostgreSQL."""
     import os
 
     from ..input.shards import ADD_LIMIT, UPDATE_LIMIT, Shard, shard_limits
@@ -61,6 +73,10 @@ def run_task(input_path: str, *, host: str | None, login: str | None, password: 
     environment = dict(os.environ if environ is None else environ)
     if password:
         environment[PASSWORD_ENV] = password
+    if state:
+        overrides["state.url"] = state[0]
+        if state[1]:
+            environment[STATE_PASSWORD_ENV] = state[1]
     parsed = Shard.parse(shard) if shard else None
     config = shard_limits(load_config(config_path, overrides=overrides, environ=environment), parsed,
                           [key for key, value in own.items() if value is not None])
@@ -96,19 +112,20 @@ def _operator_class():
         raise ImportError("BatchUpdaterOperator needs Apache Airflow: pip install apache-airflow") from exc
 
     class BatchUpdaterOperator(BaseOperator):
-        template_fields = ("input_path", "shard", "output_dir", "config_path")
+        template_fields = ("input_path", "shard", "output_dir", "config_path", "state_conn_id")
 
         def __init__(self, *, input_path: str, conn_id: str = "capillary_default",
                      config_path: str | None = None, shard: str | None = None,
                      output_dir: str | None = None, max_runtime_seconds: float | None = None,
                      fail_on_row_errors: bool = True, rate_per_minute: int | None = None,
-                     create_rate_per_minute: int | None = None, **kwargs):
+                     create_rate_per_minute: int | None = None, state_conn_id: str | None = None, **kwargs):
             super().__init__(**kwargs)
             self.input_path, self.conn_id, self.config_path = input_path, conn_id, config_path
             self.shard, self.output_dir = shard, output_dir
             self.max_runtime_seconds = max_runtime_seconds
             self.fail_on_row_errors = fail_on_row_errors
             self.rate_per_minute, self.create_rate_per_minute = rate_per_minute, create_rate_per_minute
+            self.state_conn_id = state_conn_id
 
         def execute(self, context):
             connection = BaseHook.get_connection(self.conn_id)
@@ -118,11 +135,17 @@ def _operator_class():
                                output_dir=self.output_dir,
                                max_runtime_seconds=self.max_runtime_seconds,
                                rate_per_minute=self.rate_per_minute,
-                               create_rate_per_minute=self.create_rate_per_minute)
+                               create_rate_per_minute=self.create_rate_per_minute, state=self._state())
             failure = task_failed(summary, self.fail_on_row_errors)
             if failure:
                 raise AirflowException(failure)
             return summary
+
+        def _state(self) -> tuple[str, str | None] | None:
+            if not self.state_conn_id:
+                return None  # the Capillary connection's extra state_url, if any, applies
+            state = BaseHook.get_connection(self.state_conn_id)
+            return state_url(state.host, state.port, state.schema, state.login), state.password
 
     BatchUpdaterOperator.__module__ = __name__
     globals()["BatchUpdaterOperator"] = BatchUpdaterOperator

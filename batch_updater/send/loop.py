@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -98,8 +98,8 @@ async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config:
         for task in background:
             task.cancel()
         writer.shutdown(wait=True)  # a commit under way ends before the last ones (reports, close)
-        journal.record_minutes(run_id, pool.timeline.take(finished_only=False))
         await client.close()
+        journal.record_minutes(run_id, pool.timeline.take(finished_only=False))  # may fail: PostgreSQL gone
     return _result(pool, books, time.monotonic() - began)
 
 
@@ -147,11 +147,11 @@ class _Books:
         self.journal.record(outcome)
         self.progress.count(outcome)
 
-    def sending(self, payload: Payload) -> None:
-        self.journal.mark_in_flight(payload.row)
+    def sending(self, payload: Payload) -> Awaitable[None] | None:
         if payload.row in self.earlier.unsettled:
             self.earlier.unsettled.discard(payload.row)
             self.earlier.sent_again += 1
+        return self.journal.mark_in_flight(payload.row)  # PostgreSQL's: the commit to wait for
 
     def answered(self, outcome: RowOutcome) -> None:
         self.journal.acknowledge(outcome)  # durable first: a crash after this never re-sends the row

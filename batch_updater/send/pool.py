@@ -102,7 +102,7 @@ class WorkerPool:
                  on_outcome: Callable[[RowOutcome], None], *,
                  rng: random.Random | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 on_send: Callable[[Payload], None] = lambda payload: None,
+                 on_send: Callable[[Payload], Awaitable[None] | None] = lambda payload: None,
                  on_unsent: Callable[[Payload], None] = lambda payload: None,
                  was_in_doubt: Callable[[int], bool] = lambda row: False,
                  policy: AnswerPolicy = DEFAULT_POLICY, add_limiter: RateLimiter | None = None):
@@ -113,7 +113,9 @@ class WorkerPool:
         self._upsert = add_limiter is not None
         self._limits = limits
         self._on_outcome = on_outcome
-        self._on_send = on_send  # the journal marks the row in flight right before each request
+        # the journal marks the row in flight right before each request (PostgreSQL's journal
+        # returns its commit, which the request waits for)
+        self._on_send = on_send
         self._on_unsent = on_unsent  # ...and forgets the mark when that request did not go out
         self._was_in_doubt = was_in_doubt  # in flight when an earlier run stopped
         self._policy = policy
@@ -288,7 +290,9 @@ class WorkerPool:
             raise _Halted
         limiter = self._limiters[row.add]
         if limiter.try_acquire():
-            self._on_send(payload)
+            marked = self._on_send(payload)
+            if marked is not None:
+                return self._after_mark(marked, row)
             row.sent_at = time.monotonic()
             return None
         return self._wait_for_slot(payload, limiter, row)
@@ -296,7 +300,14 @@ class WorkerPool:
     async def _wait_for_slot(self, payload: Payload, limiter: RateLimiter, row: _Tries) -> None:
         if not await self._unless_halted(limiter.acquire()) or self.halted:
             raise _Halted
-        self._on_send(payload)
+        marked = self._on_send(payload)
+        if marked is not None:
+            await marked
+        row.sent_at = time.monotonic()
+
+    @staticmethod
+    async def _after_mark(marked: Awaitable[None], row: _Tries) -> None:
+        await marked  # a failed mark raises RunAborted: the request does not go out
         row.sent_at = time.monotonic()
 
     def _halted(self, payload: Payload, row: _Tries) -> RowOutcome | None:

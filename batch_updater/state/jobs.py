@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import orjson
 
@@ -52,13 +52,17 @@ class JobStatus(StrEnum):
 UNFINISHED = (JobStatus.RUNNING, JobStatus.STOPPED, JobStatus.ABORTED)
 
 
+class _Lock(Protocol):
+    def close(self) -> None: ...
+
+
 @dataclass
 class Job:
     id: str
     folder: Path
     journal: Journal
     status: JobStatus     # as found
-    lock: IO[str] | None
+    lock: _Lock | None    # a lock file (flock), or the PostgreSQL session holding the job's lock
 
     @property
     def finished(self) -> bool:
@@ -69,9 +73,11 @@ class Job:
         return self.status in UNFINISHED or self.status is JobStatus.INCOMPLETE
 
     def close(self) -> None:
-        self.journal.close()
-        if self.lock is not None:
-            self.lock.close()  # closing the file releases the flock
+        try:
+            self.journal.close()
+        finally:
+            if self.lock is not None:
+                self.lock.close()  # closing the file (or the session) releases the lock
 
 
 def job_identity(path: Path, config: Config, shard: Shard | None = None) -> str:

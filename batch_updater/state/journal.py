@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 
 from ..outcomes import RowOutcome, Stage, Status
@@ -124,10 +124,12 @@ class Journal:
         if len(self._pending_runs) >= FLUSH_ROWS:
             self.flush()
 
-    def mark_in_flight(self, row: int) -> None:
-        """Note, durably, that a request for a row is about to go out."""
+    def mark_in_flight(self, row: int) -> Awaitable[None] | None:
+        """Note, durably, that a request for a row is about to go out (at once here: None;
+        PostgreSQL's journal returns its commit to wait for)."""
         self._log.append(row)
         self._unanswered.add(row)
+        return None
 
     def unmark_in_flight(self, row: int) -> None:
         """The request noted by mark_in_flight did not go out after all (a TLS certificate

@@ -186,6 +186,10 @@ class SyncState:
         self._reader = sqlite3.connect(self.path, check_same_thread=False)
         # Lookups read pages all over the file: mapped, they cost no read() call and no copy.
         self._reader.execute(f"PRAGMA mmap_size={_READER_MMAP_BYTES}")
+        self._init_writes()
+
+    def _init_writes(self) -> None:
+        """The recorded calls and the waiting remembers (PostgreSQL's store shares them)."""
         self._calls: list[tuple[int, int | None]] = []
         self.record = self._calls.append  # (key, digest) or (key, None): remember or forget
         self._flushing = threading.Lock()

@@ -1,0 +1,144 @@
+"""Jobs whose journal is in PostgreSQL ([state] url): open, lock, refuse, list.
+
+A job is named by its folder's name (`<file stem>[-shardKofN]-<job id>`), the same on every
+host, so a run anywhere resumes it; its reports still go to this run's output folder.
+While a run goes on, its session holds a PostgreSQL advisory lock on the job: session
+locks end with the session, so a killed worker's lock is freed once its connection goes
+(at once when the process dies; within TCP keepalive's minute or so when its host does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..config import Config
+from ..errors import InputError, JobLocked
+from ..input.shards import Shard
+from .jobs import UNFINISHED, Job, JobRecord, JobStatus, _job_facts, _make_private_dirs, _what_changed, job_folder
+from .postgres import JOB_TABLES, PgJournal, ack_log_path, connect, read_meta, set_meta
+
+
+def lock_key(job_key: str) -> int:
+    """The advisory lock's 64-bit key of a job."""
+    return int.from_bytes(hashlib.sha256(f"batch-updater job {job_key}".encode()).digest()[:8], "big", signed=True)
+
+
+def open_pg_job(config: Config, input_path: Path, *, restart: bool = False, shard: Shard | None = None) -> Job:
+    job_id, content, settings = _job_facts(input_path, config, shard)
+    folder = job_folder(config, input_path, job_id, shard)
+    _make_private_dirs(folder)
+    key = folder.name
+    db = connect(config.state, "lock")
+    try:
+        _take_lock(db, key, job_id)
+        _refuse_changed_input(config, db, input_path, key, job_id, restart, content, settings)
+        if restart and read_meta(db, key):
+            PgJournal(config.state, key, db).close()  # takes in this host's log of a killed run
+            _set_aside(db, key)
+        journal = PgJournal(config.state, key, db)
+        status = JobStatus(journal.meta().get("status", JobStatus.NEW))
+        journal.set_meta(job_id=job_id, input=str(input_path.resolve()), content_sha256=content,
+                         settings=orjson.dumps(settings, default=str).decode(), folder=str(folder))
+        return Job(job_id, folder, journal, status, db)
+    except BaseException:
+        db.close()
+        raise
+
+
+def _take_lock(db: Any, key: str, job_id: str) -> None:
+    if not db.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(key),)).fetchone()[0]:
+        holder = read_meta(db, key).get("holder") or "another worker"
+        raise JobLocked(f"job {job_id} is already running ({holder}); wait for it to finish"
+                        " or stop it, then run again to resume")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    set_meta(db, key, {"holder": f"process {os.getpid()} on {socket.gethostname()}, started {started}"})
+
+
+def _refuse_changed_input(config: Config, db: Any, input_path: Path, key: str, job_id: str, restart: bool,
+                          content: str, settings: dict[str, object]) -> None:
+    """jobs._refuse_changed_input's rule, for the jobs of the same file name (and shard)
+    in the database: the workers' paths to the file may differ."""
+    stem = key.rsplit("-", 1)[0]
+    others = [job for (job,) in db.execute(
+        "SELECT job FROM bu_meta WHERE key = 'job_id' AND left(job, %s) = %s AND job <> %s"
+        " AND strpos(job, '~') = 0 ORDER BY job", (len(stem) + 1, f"{stem}-", key))]
+    for other in others:
+        meta = read_meta(db, other)
+        if other.rsplit("-", 1)[0] != stem or meta.get("status") not in UNFINISHED:
+            continue
+        changes = _what_changed(meta, content, settings)
+        if restart or (list(changes) == ["[api] base_url"] and not _applied_anything(config, db, other)):
+            _abandon(db, other, meta.get("job_id", "?"))
+            continue
+        changed = ", ".join(f"{name} (was {before})" if name.startswith("[api]") else name
+                            for name, before in changes.items()) or "the file or the settings"
+        raise InputError(
+            f"{input_path}: {changed} changed since job {meta.get('job_id')} stopped unfinished"
+            " (its state is in PostgreSQL); restore them to resume that job, or run with --restart to"
+            " start over with the file and settings as they are now")
+
+
+def _applied_anything(config: Config, db: Any, key: str) -> bool:
+    log = ack_log_path(config.state, key)
+    if log.exists() and log.stat().st_size:
+        return True
+    return db.execute(
+        "SELECT EXISTS (SELECT 1 FROM bu_outcome WHERE job = %s AND (status IN ('success', 'in_flight')"
+        " OR in_doubt = 1)) OR EXISTS (SELECT 1 FROM bu_in_flight WHERE job = %s)", (key, key)).fetchone()[0]
+
+
+def _abandon(db: Any, key: str, job_id: str) -> None:
+    """Mark another job abandoned, unless a worker runs it now (its lock says so)."""
+    _take_lock(db, key, job_id)
+    try:
+        set_meta(db, key, {"status": JobStatus.ABANDONED})
+    finally:
+        db.execute("SELECT pg_advisory_unlock(%s)", (lock_key(key),))
+
+
+def _set_aside(db: Any, key: str) -> None:
+    """--restart: the job's rows move under another name (kept, as the SQLite journal is)."""
+    aside = f"{key}~before-restart-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    with db.transaction():
+        for table in JOB_TABLES:
+            db.execute(f"UPDATE {table} SET job = %s WHERE job = %s", (aside, key))
+
+
+def list_pg_jobs(config: Config) -> list[JobRecord]:
+    """Every job in the database, the newest run first."""
+    db = connect(config.state, "jobs")
+    try:
+        rows = db.execute("SELECT job, key, value FROM bu_meta WHERE strpos(job, '~') = 0"
+                          " AND job IN (SELECT job FROM bu_meta WHERE key = 'job_id')").fetchall()
+        metas: dict[str, dict[str, str]] = {}
+        for job, name, value in rows:
+            metas.setdefault(job, {})[name] = value
+        records = [_record(db, key, meta) for key, meta in metas.items()]
+    finally:
+        db.close()
+    return sorted(records, key=lambda r: r.last_run.split("-", 1)[-1], reverse=True)
+
+
+def _record(db: Any, key: str, meta: dict[str, str]) -> JobRecord:
+    summary = orjson.loads(meta["summary"]) if meta.get("summary") else {}
+    status = meta.get("status", JobStatus.NEW)
+    if status == JobStatus.RUNNING and not _held(db, key):
+        status = "interrupted"  # its worker died: the next run resumes it
+    return JobRecord(meta["job_id"], meta.get("input", "?"), status, meta.get("folder", ""),
+                     meta.get("last_run", ""), summary.get("rows"), summary.get("success"),
+                     summary.get("errors"), summary.get("skipped"), summary.get("not_sent"),
+                     summary.get("exit_code"), summary.get("finished"))
+
+
+def _held(db: Any, key: str) -> bool:
+    if db.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(key),)).fetchone()[0]:
+        db.execute("SELECT pg_advisory_unlock(%s)", (lock_key(key),))
+        return False
+    return True
