@@ -106,10 +106,15 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("limits.create", "rate_per_minute"): Setting("int", 100, minimum=1,
                                                   help="the Add Customer API's own limit (upsert mode)"),
     ("limits.create", "window_seconds"): Setting("float", 60.0, minimum=0.01),
-    ("output", "dir"): Setting("path", "reports"),
+    ("output", "dir"): Setting("location", "reports", help="a folder, or an object-storage URL (s3://, gs://, az://)"),
     ("output", "mask_identifiers"): Setting("bool", False, help="mask identifiers in success.csv and skipped.csv"),
     ("output", "metrics_file"): Setting("path", help="Prometheus textfile-collector file: the run's metrics"),
     ("output", "job_name"): Setting("str", help="the metrics' job label; default the input file's stem"),
+    ("storage", "endpoint_url"): Setting("str", help="object storage: an S3-compatible endpoint (MinIO, moto)"),
+    ("storage", "region"): Setting("str", help="object storage: the bucket's region"),
+    ("storage", "profile"): Setting("str", help="object storage: the AWS profile whose credentials to use"),
+    ("storage", "local_dir"): Setting("path", help="staging folder of reports bound for an object-storage"
+                                                  " [output] dir; default ~/.cache/batch-updater/outputs"),
     ("state", "path"): Setting("path", help="state store for --only-changed; default <output dir>/state.sqlite"),
     ("state", "only_changed"): Setting("bool", False, help="skip rows whose payload the API already acknowledged"),
     ("notify", "webhook_url"): Setting("str", help="Slack-compatible webhook, posted when a run has errors or aborts"),
@@ -189,10 +194,22 @@ class CreateLimitSettings:
 
 @dataclass(frozen=True)
 class OutputSettings:
-    dir: Path
+    dir: Path  # for an object-storage URL, the local staging folder (see storage.staging_dir)
     mask_identifiers: bool = False
     metrics_file: Path | None = None
     job_name: str | None = None
+    url: str | None = None  # an object-storage [output] dir: reports are uploaded there
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """[storage]: how to reach object storage. Credentials come from the environment, the
+    AWS profile or the instance profile, never from here."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    local_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +271,7 @@ class Config:
     notify: NotifySettings = field(default_factory=lambda: NotifySettings(None))
     state: StateSettings = field(default_factory=lambda: StateSettings(None, False))
     create_limits: CreateLimitSettings = field(default_factory=CreateLimitSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @property
     def state_path(self) -> Path:
@@ -346,14 +364,16 @@ def load_config(path: str | os.PathLike | None = None, *,
     _tls_checks(typed, problems, warnings)
     if problems:
         raise ConfigError(problems)
+    storage = StorageSettings(**_section(typed, "storage"))
     return Config(
         api=ApiSettings(**_section(typed, "api"), password=password, proxy_password=proxy_password),
         limits=LimitSettings(**_section(typed, "limits")),
-        output=OutputSettings(**_section(typed, "output")),
+        output=_output(_section(typed, "output"), storage),
         input=InputSettings(**_section(typed, "input"), types=types, values=value_maps),
         notify=NotifySettings(**_section(typed, "notify")),
         state=StateSettings(**_section(typed, "state")),
         create_limits=CreateLimitSettings(**_section(typed, "limits.create")),
+        storage=storage,
         columns=columns,
         warnings=tuple(warnings),
         path=Path(path) if path else None,
@@ -501,11 +521,12 @@ def _to_zone(value: Any) -> str:
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "str": _to_str, "choice": _to_str, "int": _to_int, "float": _to_float,
     "bool": _to_bool, "path": lambda v: Path(_to_str(v)).expanduser(),
+    "location": lambda v: _to_str(v) if "://" in _to_str(v) else Path(_to_str(v)).expanduser(),
     "threshold": _to_threshold, "zone": _to_zone, "names": _to_names,
     "country": _to_country, "order": lambda v: _to_str(v).strip().upper(),
 }
 _KIND_NAMES = {"str": "text", "choice": "text", "int": "a whole number", "float": "a number",
-               "bool": "true or false", "path": "a path",
+               "bool": "true or false", "path": "a path", "location": "a path or URL",
                "threshold": "a number of rows or a percentage (e.g. 100 or 5%)",
                "zone": "an IANA time zone name (e.g. UTC, Asia/Kolkata, Europe/London)",
                "names": 'a list of names (e.g. ["city", "gender"])',
@@ -683,3 +704,14 @@ INSECURE_WARNING = ("TLS certificate verification is off ([api] verify_tls = fal
 
 def _section(typed: dict, section: str) -> dict[str, Any]:
     return {key: value for (s, key), value in typed.items() if s == section}
+
+
+def _output(values: dict[str, Any], storage: StorageSettings) -> OutputSettings:
+    """An object-storage [output] dir: the reports are written to a local staging folder
+    first, then uploaded (output/upload.py)."""
+    if isinstance(values.get("dir"), str):
+        from .storage import staging_dir
+
+        return OutputSettings(**{**values, "dir": staging_dir(values["dir"], storage.local_dir),
+                                 "url": values["dir"]})
+    return OutputSettings(**values)
