@@ -299,3 +299,14 @@ def test_a_workbook_from_s3(tmp_path, sandbox_server, s3):
     ran = _run(f"{s3.url}/in/customers.xlsx", "--config", _config(tmp_path, server))
     assert ran.code == 0, ran.stderr
     assert ran.summary["success"] == 3
+
+
+def test_a_scheme_whose_package_is_missing_names_the_extra(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("gcsfs"):
+        pytest.skip("gcsfs is installed")
+    result = CliRunner().invoke(main, ["validate", "gs://bucket/customers.csv", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("batch-updater: error: gs://bucket/customers.csv: gs:// URLs need the"
+                                     " gcsfs package: pip install 'batch-updater[gcs]'")

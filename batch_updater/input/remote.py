@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, cast
 from ..config import Config
 from ..errors import InputError
 from ..storage import Origin, describe, filesystem, storage_errors
+from .csv_file import SNIFF_BYTES
 from .reader import _reason, is_excel
 from .stdin import sweep
 
@@ -138,6 +139,8 @@ def remote_input(url: str, config: Config) -> Iterator[RemoteInput]:
     spool: Spool | None = None
     try:
         spool = Spool(url, fs, private / (origin.name or "input"))
+        # The readers judge a file by its first bytes (a short read would cut a character)
+        spool.wait_for(min(origin.size, SNIFF_BYTES) - 1)
         if is_excel(spool.path):
             spool.wait()
             yield RemoteInput(spool.path, origin, None, spool)
