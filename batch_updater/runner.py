@@ -46,7 +46,7 @@ from .output.upload import upload_after_failure, upload_run
 from .rows.org_fields import check_org_fields
 from .rows.prepare import PreparedChunk, PrePassFindings, prepare_chunks, screen_input
 from .send.loop import SendResult, next_in_thread, send_chunks
-from .state.jobs import Job, JobStatus, job_folder, job_identity, link_latest, open_job
+from .state.jobs import LATEST_LINK, Job, JobStatus, job_folder, job_identity, link_latest, open_job
 from .state.journal import Journal
 from .state.sync_state import ChangeFilter, SyncState
 from .storage import Origin, is_url
@@ -107,6 +107,7 @@ def _run(config: Config, input_path: str | Path, started: datetime, *, dry_run: 
                 replayed = RunSummary.replayed_from(job.journal.meta()["summary"])
                 _judged_otherwise(config, replayed)
                 publish_metrics(config, replayed, job_name(config, shown))  # the nightly run did run
+                upload_run(config, (job.folder / LATEST_LINK).resolve())  # an upload that failed then
                 return replayed
             facts = RunFacts(shown, job.id, started, resumed=job.resuming or job.finished,
                              shard=str(shard) if shard else None)

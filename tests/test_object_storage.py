@@ -255,6 +255,23 @@ def test_an_output_bucket_that_does_not_exist_is_exit_3(tmp_path, sandbox_server
                                                    " no such object or bucket")
 
 
+def test_a_rerun_uploads_what_a_failed_upload_left_behind(tmp_path, sandbox_server, s3):
+    server = sandbox_server()
+    source = tmp_path / "customers.csv"
+    source.write_bytes(_csv(2))
+    bucket = f"late-{uuid.uuid4().hex[:8]}"
+    config = _config(tmp_path, server, output={"dir": f"s3://{bucket}/r"},
+                     storage={"local_dir": str(tmp_path / "staging")})
+    failed = _run(str(source), "--config", config)
+    assert failed.code == 3 and len(customer_puts(server)) == 2
+    s3.fs.mkdir(bucket)
+    again = _run(str(source), "--config", config)
+    assert again.code == 0, again.stderr
+    assert len(customer_puts(server)) == 2, "the finished job replays"
+    latest = orjson.loads(s3.fs.cat_file(f"{bucket}/r/latest.json"))
+    assert orjson.loads(s3.fs.cat_file(latest["summary"]))["success"] == 2
+
+
 def test_shards_on_s3_merge_into_s3(tmp_path, sandbox_server, s3):
     server = sandbox_server()
     s3.fs.pipe_file(f"{s3.bucket}/in/customers.csv", _csv(30))

@@ -32,7 +32,7 @@ def upload_run(config: Config, run_folder: Path, *, latest: bool = True) -> str 
     url = config.output.url
     if not url or not run_folder.is_dir():
         return None
-    relative = run_folder.relative_to(config.output.dir).as_posix()
+    relative = f"{run_folder.parent.name}/{run_folder.name}"  # <job folder>/<run folder>
     target = join(url, relative)
     fs = filesystem(url, config.storage)
     with storage_errors(url):
