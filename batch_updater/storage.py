@@ -21,6 +21,10 @@ from .errors import BatchUpdaterError, InputError, RunAborted
 SCHEMES = {"s3": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
            "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure")}
 DEFAULT_STAGING = Path("~/.cache/batch-updater/outputs")
+# What names an object's content in each store's metadata, best first: a GCS generation and
+# an Azure version change only with the content, an ETag also names it.
+_S3, _GCS, _AZURE = ("ETag", "VersionId"), ("generation", "etag"), ("version_id", "etag")
+VERSION_KEYS = {"s3": _S3, "gs": _GCS, "gcs": _GCS, "az": _AZURE, "abfs": _AZURE}
 
 
 def is_url(location: str | Path) -> bool:
@@ -96,8 +100,7 @@ def describe(url: str, fs: Any) -> Origin:
         info = fs.info(url)
     if info.get("type") == "directory":
         raise InputError(f"{url}: is a folder, not an object")
-    version = next((str(info[key]) for key in ("ETag", "etag", "generation", "version_id", "VersionId")
-                    if info.get(key)), "")
+    version = next((str(info[key]) for key in VERSION_KEYS[scheme(url)] if info.get(key)), "")
     return Origin(url, version.strip('"'), int(info.get("size") or 0))
 
 

@@ -327,3 +327,21 @@ def test_a_scheme_whose_package_is_missing_names_the_extra(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip() == ("batch-updater: error: gs://bucket/customers.csv: gs:// URLs need the"
                                      " gcsfs package: pip install 'batch-updater[gcs]'")
+
+
+def test_an_objects_version_is_its_stores_own_word_for_its_content():
+    from batch_updater.storage import describe, staging_dir
+
+    class Store:
+        def __init__(self, info):
+            self.info = lambda url: info
+
+    s3_info = {"ETag": '"abc"', "VersionId": None, "size": 10, "type": "file"}
+    gcs_info = {"etag": "CJ3", "generation": "1712", "size": 5, "type": "file"}
+    azure_info = {"etag": "0x8D", "version_id": "2024-01-01", "size": 7, "type": "file"}
+    assert describe("s3://b/k/customers.csv", Store(s3_info)).version == "abc"
+    assert describe("gs://b/customers.csv", Store(gcs_info)).version == "1712"
+    assert describe("az://c/customers.csv", Store(azure_info)).version == "2024-01-01"
+    origin = describe("s3://b/k/customers.csv", Store(s3_info))
+    assert (origin.name, origin.size) == ("customers.csv", 10)
+    assert staging_dir("s3://bucket/a/b/", None).parts[-4:] == ("s3", "bucket", "a", "b")
