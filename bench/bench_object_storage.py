@@ -7,8 +7,9 @@ The S3 server is moto's (`moto_server`, in its own process on 127.0.0.1: an S3 p
 server, not AWS's network), so the figures measure what streaming through the spool costs
 this process (a background download thread, a reader following the spool, no row count),
 not a real network. Each case runs `runner.run` in a fresh process; its peak RSS is that
-process's own. The input is bench_validate.py's 14-column file (1% invalid rows). The full
-runs' reports go to S3 too (uploaded at the end: included in the time). The sandbox runs in
+process's own. The input is bench_validate.py's 14-column file (1% invalid rows). The dry
+runs write their reports locally; the S3 full run's reports go to S3 too (uploaded at the
+end: included in its time). The sandbox runs in
 its own process (no rate limit, 64 workers, request log off).
 """
 
@@ -102,7 +103,9 @@ def measure(dry_rows: int, full_rows: int, folder: Path) -> dict:
         for mode, rows in (("dry", dry_rows), ("full", full_rows)):
             for where in ("local", "s3"):
                 source = str(files[rows]) if where == "local" else f"s3://{BUCKET}/in/{files[rows].name}"
-                out = str(folder / f"out-{mode}-{where}") if where == "local" else f"s3://{BUCKET}/out-{mode}"
+                # the dry run measures the input alone; the full run's reports go to S3 as well
+                remote_out = where == "s3" and mode == "full"
+                out = f"s3://{BUCKET}/out-{mode}" if remote_out else str(folder / f"out-{mode}-{where}")
                 with sandbox_process("--no-record", "--customers", "1000") as url:
                     case = run_case(mode, source, url, out, env)
                 cases.append({"where": where, **case})
