@@ -161,7 +161,7 @@ def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassF
     try:
         summary = _send_run(config, source, plan, screen, job, facts, watch, max_runtime_seconds, folder)
     except BaseException:
-        upload_after_failure(config, folder)  # what the local copy has: errors.csv of an earlier stage, logs
+        upload_after_failure(config, folder)  # whatever the run folder holds: a crash loses no more than that
         raise
     upload_run(config, folder)
     return summary
