@@ -125,6 +125,8 @@ def _reason(exc: Exception) -> str:
     if name in ("NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"):
         return ("no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, an AWS profile"
                 " ([storage] profile) or an instance profile")
+    if name == "FileExpired":  # s3fs reads with If-Match: the object was overwritten meanwhile
+        return "the object changed while it was being read: run again with --restart to send its new content"
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"):
         return "cannot reach the storage endpoint: check [storage] endpoint_url and the network"
     text = (str(exc).strip().splitlines() or [name])[0]

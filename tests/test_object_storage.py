@@ -131,13 +131,11 @@ def test_s3_to_s3_with_the_endpoint_from_the_storage_section(tmp_path, sandbox_s
     assert (tmp_path / "staging" / "s3" / s3.bucket / "reports").is_dir()
 
 
-def test_the_first_request_goes_out_before_the_object_is_down(tmp_path, sandbox_server, s3, monkeypatch):
-    """A slowed download: the sandbox sees a request while the spool is still filling."""
+def _slow_spools(monkeypatch) -> list:
+    """Spools that download 64 KiB per tenth of a second (a slow network); the list fills with
+    them as runs start them."""
     from batch_updater.input import remote
 
-    server = sandbox_server()
-    data = _csv(10_000, pad=100)
-    s3.fs.pipe_file(f"{s3.bucket}/big/customers.csv", data)
     spools: list = []
 
     class Watched(remote.Spool):
@@ -146,25 +144,58 @@ def test_the_first_request_goes_out_before_the_object_is_down(tmp_path, sandbox_
             super().__init__(*args, **kwargs)
 
         def _copy(self, fs):
-            slow = SimpleNamespace(open=lambda *a, **k: _Slow(fs.open(*a, **k)))
-            super()._copy(slow)
+            super()._copy(SimpleNamespace(open=lambda *a, **k: _Slow(fs.open(*a, **k))))
 
     monkeypatch.setattr(remote, "Spool", Watched)
     monkeypatch.setattr(remote, "BLOCK", 1 << 16)
-    seen: dict = {}
+    return spools
 
-    def watch():
+
+def _after_first_request(server, action) -> threading.Thread:
+    def wait_then_act():
         wait_for_requests(server, 1, timeout=60)
-        seen["complete"], seen["arrived"] = spools[0].complete, spools[0].arrived
+        action()
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    thread = threading.Thread(target=wait_then_act)
+    thread.start()
+    return thread
+
+
+def test_the_first_request_goes_out_before_the_object_is_down(tmp_path, sandbox_server, s3, monkeypatch):
+    """A slowed download: the sandbox sees a request while the spool is still filling."""
+    server = sandbox_server()
+    data = _csv(10_000, pad=100)
+    s3.fs.pipe_file(f"{s3.bucket}/big/customers.csv", data)
+    spools = _slow_spools(monkeypatch)
+    seen: dict = {}
+    watcher = _after_first_request(server, lambda: seen.update(complete=spools[0].complete,
+                                                                arrived=spools[0].arrived))
     ran = _run(f"{s3.url}/big/customers.csv", "--config",
                _config(tmp_path, server, input={"chunk_rows": 500}, limits={"rate_per_minute": 600_000}))
     watcher.join()
     assert ran.code == 0, ran.stderr
     assert ran.summary["success"] == 10_000
     assert seen["complete"] is False and seen["arrived"] < len(data)
+
+
+def test_an_object_overwritten_while_it_is_read_stops_the_run(tmp_path, sandbox_server, s3, monkeypatch):
+    server = sandbox_server()
+    key = f"{s3.bucket}/big/customers.csv"
+    s3.fs.pipe_file(key, _csv(10_000, pad=100))
+    _slow_spools(monkeypatch)
+    writer = _after_first_request(server, lambda: s3.fs.pipe_file(key, _csv(10_000, pad=101)))
+    ran = _run(f"s3://{key}", "--config", _config(tmp_path, server, input={"chunk_rows": 500}))
+    writer.join()
+    assert ran.code == 3, ran.stderr
+    assert ran.stderr.strip().splitlines()[-1] == (f"batch-updater: error: s3://{key}: the object changed while"
+                                                   " it was being read: run again with --restart to send its new"
+                                                   " content")
+    config = str(tmp_path / "config.toml")
+    refused = _run(f"s3://{key}", "--config", config)
+    assert refused.code == 2 and "--restart" in refused.stderr
+    restarted = _run(f"s3://{key}", "--config", config, "--restart")
+    assert restarted.code == 0, restarted.stderr
+    assert restarted.summary["rows"] == 10_000
 
 
 class _Slow:
