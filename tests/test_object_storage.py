@@ -253,6 +253,17 @@ def test_a_stopped_run_uploads_its_partial_reports(tmp_path, sandbox_server, s3)
     assert len(success) == uploaded["success"] + 1
 
 
+def test_an_aborted_run_uploads_its_reports(tmp_path, sandbox_server, s3):
+    server = sandbox_server()
+    s3.fs.pipe_file(f"{s3.bucket}/in/customers.csv", _csv(20))
+    config = str(write_config(tmp_path, server.url, password="wrong-password"))
+    ran = _run(f"{s3.url}/in/customers.csv", "--config", config, "--output-dir", f"{s3.url}/reports")
+    assert ran.code == 3, ran.stderr
+    latest = _read_json(s3, "reports/latest.json")
+    uploaded = orjson.loads(s3.fs.cat_file(latest["summary"]))
+    assert uploaded["exit_code"] == 3 and uploaded["not_sent"] + uploaded["errors"] == 20
+
+
 @pytest.mark.parametrize("where", ["key", "bucket"])
 def test_a_missing_input_is_one_line_and_exit_2(tmp_path, sandbox_server, s3, where):
     server = sandbox_server()
