@@ -400,7 +400,8 @@ def state_forget(identifiers, forget_all, identifier_name, source, account_id, c
 def _as_sent(identifier_name: str, value: str, config) -> str:
     """An identifier as runs send it, so it names the same customer in the store: a mobile in
     any format, under [input] default_country, as country code + number."""
-    if identifier_name != "mobile" or not config.input.default_country or not value:
+    value = value.strip().removeprefix("'")  # as copied from a report, where a leading + is neutralised
+    if identifier_name.lower() != "mobile" or not config.input.default_country or not value:
         return value
     from .rows.phones import MobileNumbers, NotAMobile
 
@@ -418,23 +419,32 @@ def _state_config(config_path: str | None, output_dir: str | None):
 
 
 @main.command()
-@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where the merged reports go.")
+@click.argument("folders", nargs=-1, required=True)
+@click.option("--output-dir", required=True, help="Where the merged reports go (a folder or an s3:// URL).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML config file (its [storage] settings, for URLs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the merged summary to stdout.")
-def merge(folders: tuple[str, ...], output_dir: str, as_json: bool) -> None:
+def merge(folders: tuple[str, ...], output_dir: str, config_path: str | None, as_json: bool) -> None:
     """Combine the reports of every shard of a job (run folders, or job folders: their
-    latest run) into one success.csv, errors.csv, skipped.csv and summary.json."""
+    latest run; local or on object storage) into one success.csv, errors.csv, skipped.csv
+    and summary.json."""
     from .output.merge import merge_reports
     from .output.publish import write_report_page
+    from .output.upload import merge_locations
 
-    runs = [_latest_run(Path(folder)) for folder in folders]
-    merged = _guarded(lambda: merge_reports(runs, Path(output_dir)))
-    write_report_page(Path(output_dir))
+    def work():
+        settings = _state_config(config_path, None).storage
+        with merge_locations(folders, output_dir, settings, _latest_run) as (runs, local):
+            merged = merge_reports(runs, local)
+            write_report_page(local)
+        return merged, len(runs)
+
+    merged, count = _guarded(work)
     if as_json:
         import orjson
         click.echo(orjson.dumps(merged, option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(f"{merged['rows']} rows from {len(runs)} shards: {merged['success']} updated,"
+        click.echo(f"{merged['rows']} rows from {count} shards: {merged['success']} updated,"
                    f" {merged['errors']} errors, {merged['skipped']} skipped -> {output_dir}")
     sys.exit(merged["exit_code"])
 
@@ -452,6 +462,8 @@ def report(folder: str) -> None:
 
 
 def _latest_run(folder: Path) -> Path:
+    if not folder.is_dir():
+        _fail(f"{folder}: no such folder", 2)
     if (folder / "summary.json").exists():
         return folder
     runs = sorted(folder.glob("run-*/summary.json"))

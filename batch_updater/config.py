@@ -107,10 +107,15 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("limits.create", "rate_per_minute"): Setting("int", 100, minimum=1,
                                                   help="the Add Customer API's own limit (upsert mode)"),
     ("limits.create", "window_seconds"): Setting("float", 60.0, minimum=0.01),
-    ("output", "dir"): Setting("path", "reports"),
+    ("output", "dir"): Setting("location", "reports", help="a folder, or an object-storage URL (s3://, gs://, az://)"),
     ("output", "mask_identifiers"): Setting("bool", False, help="mask identifiers in success.csv and skipped.csv"),
     ("output", "metrics_file"): Setting("path", help="Prometheus textfile-collector file: the run's metrics"),
     ("output", "job_name"): Setting("str", help="the metrics' job label; default the input file's stem"),
+    ("storage", "endpoint_url"): Setting("str", help="object storage: an S3-compatible endpoint (MinIO, moto)"),
+    ("storage", "region"): Setting("str", help="object storage: the bucket's region"),
+    ("storage", "profile"): Setting("str", help="object storage: the AWS profile whose credentials to use"),
+    ("storage", "local_dir"): Setting("path", help="staging folder of reports bound for an object-storage"
+                                                  " [output] dir; default ~/.cache/batch-updater/outputs"),
     ("state", "path"): Setting("path", help="state store for --only-changed; default <output dir>/state.sqlite"),
     ("state", "only_changed"): Setting("bool", False, help="skip rows whose payload the API already acknowledged"),
     ("state", "url"): Setting("str", help="postgresql://user@host/db: jobs, locks and --only-changed state in"
@@ -192,10 +197,22 @@ class CreateLimitSettings:
 
 @dataclass(frozen=True)
 class OutputSettings:
-    dir: Path
+    dir: Path  # for an object-storage URL, the local staging folder (see storage.staging_dir)
     mask_identifiers: bool = False
     metrics_file: Path | None = None
     job_name: str | None = None
+    url: str | None = None  # an object-storage [output] dir: reports are uploaded there
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """[storage]: how to reach object storage. Credentials come from the environment, the
+    AWS profile or the instance profile, never from here."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    local_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -225,13 +242,18 @@ class InputSettings:
     values: Mapping[str, ValueMap] = field(default_factory=dict, repr=False)  # canonical column -> map
 
     def __repr__(self) -> str:
-        """The job identity and the --only-changed digests hash this text: the rewriting
-        settings join it only when set, so the jobs and state of files that do not use them
-        keep the identities earlier versions gave them."""
+        """The job identity hashes this text: the rewriting settings join it only when set,
+        so the jobs of files that do not use them keep the identities earlier versions gave them."""
+        shown = [f"{name}={value!r}" for name, value in (("default_country", self.default_country),
+                 ("date_order", self.date_order if self.date_order != "YMD" else None),
+                 ("values", dict(self.values) or None)) if value is not None]
+        return self.shaping_text()[:-1] + "".join(f", {part}" for part in shown) + ")"
+
+    def shaping_text(self) -> str:
+        """What the --only-changed digests hash: the settings that shape a payload from its cells.
+        Not the rewriting settings: the digests hash the cells as rewritten, so a customer sent
+        as 919800000001 is unchanged whether the file wrote it so or as +91 98000 00001."""
         shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
-        shown += [f"{name}={value!r}" for name, value in (("default_country", self.default_country),
-                  ("date_order", self.date_order if self.date_order != "YMD" else None),
-                  ("values", dict(self.values) or None)) if value is not None]
         return f"{type(self).__qualname__}({', '.join(shown)})"
 
 
@@ -259,6 +281,7 @@ class Config:
     notify: NotifySettings = field(default_factory=lambda: NotifySettings(None))
     state: StateSettings = field(default_factory=lambda: StateSettings(None, False))
     create_limits: CreateLimitSettings = field(default_factory=CreateLimitSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @property
     def state_path(self) -> Path:
@@ -294,11 +317,11 @@ def masked_url(url: str | None) -> str | None:
     """A URL as messages and summary.json show it: its credentials (user and password) as ***."""
     if not url:
         return url
-    scheme, _, rest = url.partition("://")
+    scheme, separator, rest = url.partition("://") if "://" in url else ("", "", url)  # host:port too
     authority, slash, path = rest.partition("/")
     if "@" in authority:
         authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}://{authority}{slash}{path}"
+    return f"{scheme}{separator}{authority}{slash}{path}"
 
 
 def load_config(path: str | os.PathLike | None = None, *,
@@ -354,14 +377,16 @@ def load_config(path: str | os.PathLike | None = None, *,
     _tls_checks(typed, problems, warnings)
     if problems:
         raise ConfigError(problems)
+    storage = StorageSettings(**_section(typed, "storage"))
     return Config(
         api=ApiSettings(**_section(typed, "api"), password=password, proxy_password=proxy_password),
         limits=LimitSettings(**_section(typed, "limits")),
-        output=OutputSettings(**_section(typed, "output")),
+        output=_output(_section(typed, "output"), storage),
         input=InputSettings(**_section(typed, "input"), types=types, values=value_maps),
         notify=NotifySettings(**_section(typed, "notify")),
         state=StateSettings(**_section(typed, "state"), password=state_password),
         create_limits=CreateLimitSettings(**_section(typed, "limits.create")),
+        storage=storage,
         columns=columns,
         warnings=tuple(warnings),
         path=Path(path) if path else None,
@@ -509,11 +534,12 @@ def _to_zone(value: Any) -> str:
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "str": _to_str, "choice": _to_str, "int": _to_int, "float": _to_float,
     "bool": _to_bool, "path": lambda v: Path(_to_str(v)).expanduser(),
+    "location": lambda v: _to_str(v) if "://" in _to_str(v) else Path(_to_str(v)).expanduser(),
     "threshold": _to_threshold, "zone": _to_zone, "names": _to_names,
     "country": _to_country, "order": lambda v: _to_str(v).strip().upper(),
 }
 _KIND_NAMES = {"str": "text", "choice": "text", "int": "a whole number", "float": "a number",
-               "bool": "true or false", "path": "a path",
+               "bool": "true or false", "path": "a path", "location": "a path or URL",
                "threshold": "a number of rows or a percentage (e.g. 100 or 5%)",
                "zone": "an IANA time zone name (e.g. UTC, Asia/Kolkata, Europe/London)",
                "names": 'a list of names (e.g. ["city", "gender"])',
@@ -544,14 +570,15 @@ def _proxy(text: str | None, origin: str, environ: Mapping[str, str],
     password = Secret(environ.get(PROXY_PASSWORD_ENV, ""))
     if not text:
         return None, password
+    text = text.strip()
     try:
-        parts = urlsplit(text.strip())
+        parts = urlsplit(text if "://" in text else "http://" + text)  # host:port is http, as curl reads it
         _ = parts.port  # ValueError when the port is not a number
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
         problems.append(f"{origin}: expected a proxy URL such as http://proxy.example.com:3128 or"
-                        f" http://user@proxy.example.com:3128, got {masked_url(text.strip())!r}")
+                        f" http://user@proxy.example.com:3128, got {masked_url(text)!r}")
         return None, password
     userinfo, at, host = parts.netloc.rpartition("@")
     user, _, in_url = userinfo.partition(":")
@@ -713,3 +740,14 @@ INSECURE_WARNING = ("TLS certificate verification is off ([api] verify_tls = fal
 
 def _section(typed: dict, section: str) -> dict[str, Any]:
     return {key: value for (s, key), value in typed.items() if s == section}
+
+
+def _output(values: dict[str, Any], storage: StorageSettings) -> OutputSettings:
+    """An object-storage [output] dir: the reports are written to a local staging folder
+    first, then uploaded (output/upload.py)."""
+    if isinstance(values.get("dir"), str):
+        from .storage import staging_dir
+
+        return OutputSettings(**{**values, "dir": staging_dir(values["dir"], storage.local_dir),
+                                 "url": values["dir"]})
+    return OutputSettings(**values)

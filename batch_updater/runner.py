@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -41,14 +42,19 @@ from .output.reports import (
     write_private,
     write_reports,
 )
+from .output.upload import upload_after_failure, upload_run
 from .rows.org_fields import check_org_fields
 from .rows.prepare import PreparedChunk, PrePassFindings, prepare_chunks, screen_input
 from .send.loop import SendResult, next_in_thread, send_chunks
-from .state.jobs import Job, JobStatus, job_folder, job_identity, link_latest
+from .state.jobs import LATEST_LINK, Job, JobStatus, job_folder, job_identity, link_latest
 from .state.journal import Journal
 from .state.stores import open_job_state, open_sync_state
 from .state.sync_state import ChangeFilter
+from .storage import Origin, is_url
 from .summary import RunFacts, RunSummary, add_limit_per_minute, limit_per_minute, log_end, summarise
+
+if TYPE_CHECKING:
+    from .input.remote import RemoteInput
 
 __all__ = ["RunSummary", "run"]
 
@@ -81,11 +87,12 @@ def run(config: Config, input_path: str | Path, *, dry_run: bool = False, restar
 def _run(config: Config, input_path: str | Path, started: datetime, *, dry_run: bool, restart: bool,
          retry_failed: bool, max_runtime_seconds: float | None, shard: Shard | None,
          on_progress: Callable[[Progress], None] | None, progress_every: float) -> RunSummary:
-    with _input_file(input_path, config) as path:
-        source: Source = open_input(path, config.input)
+    with _input_file(input_path, config) as (path, remote):
+        source: Source = open_input(path, config.input, remote.opener if remote else None)
+        origin = remote.origin if remote else None
         piped = str(input_path) == STDIN
-        shown = STDIN if piped else str(source.path)  # summary.json's "input"
-        named = "standard input" if piped else str(source.path)  # in messages
+        shown = STDIN if piped else origin.url if origin else str(source.path)  # summary.json's "input"
+        named = "standard input" if piped else shown  # in messages
         plan = resolve_headers(source.headers, dict(config.columns), named)
         check_org_fields(plan, config.api, named)
         _check_row_count(source, config.input.min_rows, named)
@@ -93,14 +100,15 @@ def _run(config: Config, input_path: str | Path, started: datetime, *, dry_run: 
             source = ShardedInput(source, plan, config, shard)
         screen = screen_input(source, plan, config, dry_run=dry_run)  # max_invalid, duplicates
         if dry_run:
-            return _dry_run(config, source, plan, RunFacts(shown, "", started, dry_run=True), screen)
-        job = open_job_state(config, source.path, restart=restart, shard=shard)
+            return _dry_run(config, source, plan, RunFacts(shown, "", started, dry_run=True), screen, origin)
+        job = open_job_state(config, source.path, restart=restart, shard=shard, origin=origin)
         try:
             reopened = job.journal.reopen_failed() if retry_failed else 0
             if job.finished and not reopened:
                 replayed = RunSummary.replayed_from(job.journal.meta()["summary"])
                 _judged_otherwise(config, replayed)
                 publish_metrics(config, replayed, job_name(config, shown))  # the nightly run did run
+                upload_run(config, (job.folder / LATEST_LINK).resolve())  # an upload that failed then
                 return replayed
             facts = RunFacts(shown, job.id, started, resumed=job.resuming or job.finished,
                              shard=str(shard) if shard else None)
@@ -126,15 +134,22 @@ def _judged_otherwise(config: Config, replayed: RunSummary) -> None:
 
 
 @contextmanager
-def _input_file(input_path: str | Path, config: Config) -> Iterator[Path]:
-    """The file to read: `input_path`, or for "-" standard input, spooled to a private
-    temporary file in the output folder (the readers read a file more than once)."""
+def _input_file(input_path: str | Path, config: Config) -> Iterator[tuple[Path, RemoteInput | None]]:
+    """The file to read: `input_path`; for an object-storage URL, its local copy as it
+    arrives (input/remote.py); for "-" standard input, spooled to a private temporary
+    file in the output folder (the readers read a file more than once)."""
+    if is_url(input_path):
+        from .input.remote import remote_input
+
+        with remote_input(str(input_path), config) as remote:
+            yield remote.path, remote
+        return
     if str(input_path) != STDIN:
-        yield Path(input_path)
+        yield Path(input_path), None
         return
     with spooled_stdin(sys.stdin.buffer, Path(config.output.dir)) as path:
         try:
-            yield path
+            yield path, None
         except InputError as exc:  # name what the user gave, not a temporary file that is gone
             message = str(exc).replace(f"validate {path}", f"validate {STDIN}")  # a suggested command
             raise InputError(message.replace(str(path), "standard input")) from None
@@ -143,6 +158,18 @@ def _input_file(input_path: str | Path, config: Config) -> Iterator[Path]:
 def _send_job(config: Config, source: Source, plan: ColumnPlan, screen: PrePassFindings | None, job: Job,
               facts: RunFacts, watch: ProgressWatch, max_runtime_seconds: float | None) -> RunSummary:
     folder = _run_folder(job.folder, "run", facts.started)
+    try:
+        summary = _send_run(config, source, plan, screen, job, facts, watch, max_runtime_seconds, folder)
+    except BaseException:
+        upload_after_failure(config, folder)  # whatever the run folder holds: a crash loses no more than that
+        raise
+    upload_run(config, folder)
+    return summary
+
+
+def _send_run(config: Config, source: Source, plan: ColumnPlan, screen: PrePassFindings | None, job: Job,
+              facts: RunFacts, watch: ProgressWatch, max_runtime_seconds: float | None,
+              folder: Path) -> RunSummary:
     job.journal.set_meta(status=JobStatus.RUNNING, last_run=folder.name)
     run_context.set({"run_id": folder.name, "job_id": job.id})
     log.info("%s %s: job %s, reports in %s", "resuming" if facts.resumed else "starting",
@@ -184,15 +211,16 @@ def _progress(config: Config, source: Source) -> Progress:
 
 
 def _dry_run(config: Config, source: Source, plan: ColumnPlan, facts: RunFacts,
-             screen: PrePassFindings | None = None) -> RunSummary:
-    job_id = job_identity(source.path, config)
+             screen: PrePassFindings | None = None, origin: Origin | None = None) -> RunSummary:
+    job_id = job_identity(source.path, config, origin=origin)
     facts = replace(facts, job_id=job_id)
-    folder = _run_folder(job_folder(config, source.path, job_id), "dry-run", facts.started)
+    folder = _run_folder(job_folder(config, source.path, job_id, origin=origin), "dry-run", facts.started)
     with Journal(folder / "journal.sqlite") as journal:
         sent = asyncio.run(_preview(prepare_chunks(source, plan, config, screen), journal,
                                     folder / "preview.jsonl", config))
         summary = _finish(config, source, journal, folder, sent, facts)
     publish(config, summary, folder, job_name(config, facts.input))  # report.html, once the journal is closed
+    upload_run(config, folder, latest=False)  # latest.json points at real runs only
     return summary
 
 

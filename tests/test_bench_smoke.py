@@ -55,3 +55,17 @@ def test_the_only_changed_benchmark_runs_on_a_tiny_file():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2. same file, --only-changed (all unchanged)" in result.stdout
     assert "unchanged path" in result.stdout and "5. floor: reading the file alone" in result.stdout
+
+
+def test_the_object_storage_benchmark_runs_on_tiny_files(tmp_path):
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    script = RUN_ALL.parent / "bench_object_storage.py"
+    figures = tmp_path / "figures.json"
+    result = subprocess.run([sys.executable, str(script), "--dry-rows", "2000", "--full-rows", "300",
+                             "--json", str(figures)], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cases = json.loads(figures.read_text())["cases"]
+    assert {(case["mode"], case["where"]) for case in cases} == {(m, w) for m in ("dry", "full")
+                                                                 for w in ("local", "s3")}
+    assert all(case["exit_code"] in (0, 1) for case in cases)

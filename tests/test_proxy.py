@@ -326,3 +326,35 @@ def test_check_names_a_proxy_where_nothing_listens(tmp_path, sandbox_server):
     assert steps["dns"].status == "ok"
     assert steps["port"].status == "fail"
     assert steps["port"].detail.startswith(f"the proxy http://127.0.0.1:{dead} (HTTP_PROXY) refused the connection")
+
+
+def test_check_fails_when_a_plain_http_apis_proxy_refuses_our_credentials(tmp_path, sandbox_server, guarded_proxy):
+    steps = _check(tmp_path, sandbox_server().url, {"BATCH_UPDATER_PROXY_PASSWORD": "wrong-Pr0xy"},
+                   proxy=guarded_proxy.url.replace("http://", "http://ops@"))
+    assert steps["credentials"].status == "fail"  # the 407 came from the proxy, not the API
+    assert "refused its credentials (HTTP 407" in steps["credentials"].detail
+    assert not any("wrong-Pr0xy" in step.detail for step in steps.values())
+
+
+def test_one_rule_for_the_proxy_password_the_variable_first(tmp_path):
+    api = load_config(None, overrides={"api.base_url": "http://api.example.com", "api.username": "u"},
+                      environ={"BATCH_UPDATER_PASSWORD": "x", "BATCH_UPDATER_PROXY_PASSWORD": "right"}).api
+    from_env = proxy_for(api, {"HTTP_PROXY": "http://ops:stale@corp:3128"})
+    assert (from_env.user, from_env.password.reveal()) == ("ops", "right")
+    configured = load_config(None, overrides={"api.base_url": "http://api.example.com", "api.username": "u",
+                                              "api.proxy": "http://ops:stale@corp:3128"},
+                             environ={"BATCH_UPDATER_PASSWORD": "x", "BATCH_UPDATER_PROXY_PASSWORD": "right"}).api
+    assert proxy_for(configured, {}).password.reveal() == "right"
+
+
+def test_a_proxy_without_a_scheme_is_http_as_curl_reads_it(tmp_path):
+    api = load_config(None, overrides={"api.base_url": "https://api.example.com", "api.username": "u",
+                                       "api.proxy": "corp:3128"}, environ={"BATCH_UPDATER_PASSWORD": "x"}).api
+    assert proxy_for(api, {}).url == "http://corp:3128"
+
+
+def test_no_proxy_with_the_default_port_covers_a_url_without_one():
+    api = load_config(None, overrides={"api.base_url": "https://api.example.com", "api.username": "u"},
+                      environ={"BATCH_UPDATER_PASSWORD": "x"}).api
+    assert proxy_for(api, {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "api.example.com:443"}) is None
+    assert proxy_for(api, {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "api.example.com:8443"}) is not None

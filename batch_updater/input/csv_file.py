@@ -16,7 +16,7 @@ import gzip
 import io
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -49,16 +49,19 @@ class CsvInput:
     """A CSV file (optionally .gz), its header, and its data in chunks."""
 
     def __init__(self, path: str | Path, *, encoding: str | None = None,
-                 delimiter: str | None = None, chunk_rows: int = 10_000):
+                 delimiter: str | None = None, chunk_rows: int = 10_000,
+                 opener: Callable[[], IO[bytes]] | None = None):
         self.path = Path(path)
         self.chunk_rows = chunk_rows
+        self._opener = opener  # a file still arriving (input/remote.py): read as it grows
         _check_readable(self.path)
         self.encoding = encoding or "utf-8-sig"
         self._check_encoding()
         self._check_text()
         sample = self._sample()
         self.delimiter = _delimiter(delimiter) if delimiter else _sniff_delimiter(sample)
-        header, width, self.row_count = self._scan()
+        header, width, rows = self._scan() if opener is None else self._header_only()
+        self.row_count: int | None = rows
         # Rows wider than the header keep their extra cells in unnamed columns (see _scan).
         self.headers = header + [""] * (width - len(header))
 
@@ -123,8 +126,18 @@ class CsvInput:
     def _encoding_name(self) -> str:
         return "UTF-8" if self.encoding == "utf-8-sig" else self.encoding
 
-    def _open_raw(self) -> gzip.GzipFile | io.BufferedReader:
-        return gzip.open(self.path, "rb") if self.path.suffix.lower() == ".gz" else open(self.path, "rb")
+    def _open_raw(self) -> gzip.GzipFile | IO[bytes]:
+        gzipped = self.path.suffix.lower() == ".gz"
+        if self._opener is None:
+            return gzip.open(self.path, "rb") if gzipped else open(self.path, "rb")
+        return gzip.GzipFile(fileobj=self._opener(), mode="rb") if gzipped else self._opener()
+
+    def _header_only(self) -> tuple[list[str], int, None]:
+        """A file still arriving is not measured (that would wait for all of it): the rows are
+        not counted, and every chunk is checked for csvsafe apostrophes."""
+        self._guarded = True
+        header = self._header()
+        return header, len(header), None
 
     def _scan(self) -> tuple[list[str], int, int]:
         """The header, the widest row and the number of data rows, before anything is sent.
@@ -273,12 +286,14 @@ class CsvInput:
         import pandas as pd
 
         width = len(self.headers)
+        handle = self._open_raw() if self._opener else None  # pandas reads a path itself
         try:
             reader = pd.read_csv(
-                self.path, sep=self.delimiter, header=None, skiprows=1, names=list(range(width)),
+                handle or self.path, sep=self.delimiter, header=None, skiprows=1,
+                names=list(range(width)),
                 dtype=object, keep_default_na=False, na_filter=False, skip_blank_lines=False,
                 encoding=self.encoding, chunksize=self.chunk_rows, engine="c",
-                compression="infer", index_col=False,
+                compression=None if self._opener else "infer", index_col=False,
             )
             first_row = 2
             for frame in reader:
@@ -290,6 +305,9 @@ class CsvInput:
             raise self._bad_text() from None
         except (OSError, EOFError) as exc:
             raise InputError(f"{self.path}: cannot read ({_reason(exc)})") from None
+        finally:
+            if handle is not None:
+                handle.close()
 
 
 @contextmanager

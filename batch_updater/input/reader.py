@@ -11,10 +11,10 @@ content (stdin.spooled_stdin).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas
@@ -78,12 +78,14 @@ def is_excel(path: str | Path) -> bool:
     return Path(path).suffix.lower() in EXCEL_SUFFIXES
 
 
-def open_input(path: str | Path, settings: InputSettings) -> CsvInput | ExcelInput:
-    """The reader for `path`: Excel by its suffix, CSV otherwise (the sheet option is Excel's)."""
+def open_input(path: str | Path, settings: InputSettings,
+               opener: Callable[[], IO[bytes]] | None = None) -> CsvInput | ExcelInput:
+    """The reader for `path`: Excel by its suffix, CSV otherwise (the sheet option is Excel's).
+    `opener`: a CSV still arriving, read as it grows (input/remote.py)."""
     from .csv_file import CsvInput
     from .excel_file import ExcelInput
 
     if is_excel(path):
         return ExcelInput(path, sheet=settings.sheet, chunk_rows=settings.chunk_rows)
     return CsvInput(path, encoding=settings.encoding, delimiter=settings.delimiter,
-                    chunk_rows=settings.chunk_rows)
+                    chunk_rows=settings.chunk_rows, opener=opener)

@@ -26,10 +26,10 @@ BLOCK = 1 << 20
 STDIN = "-"  # the input path that means standard input
 
 
-def _sweep(folder: Path) -> None:
+def sweep(folder: Path, prefix: str = ".stdin") -> None:
     """Remove the copies that killed processes left (personal data): a folder's name says
     whose it is, and a process that is gone cannot use it any more."""
-    for stale in folder.glob(".stdin-*-*"):
+    for stale in folder.glob(f"{prefix}-*-*"):
         pid = stale.name.split("-")[1]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
@@ -54,7 +54,7 @@ def spooled_stdin(stream: BinaryIO, folder: Path) -> Iterator[Path]:
                          " or give the file's path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _sweep(folder)
+        sweep(folder)
         private = Path(tempfile.mkdtemp(prefix=f".stdin-{os.getpid()}-", dir=folder))  # mkdtemp makes it 0700
     except OSError as exc:
         raise InputError(f"cannot create a folder for standard input in {folder} ({_reason(exc)})") from None

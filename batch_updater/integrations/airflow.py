@@ -4,6 +4,9 @@
     BatchUpdaterOperator(task_id="update", input_path="/data/customers.csv",
                          conn_id="capillary_eu", shard="1/4")
 
+`input_path` and `output_dir` may be object-storage URLs (s3://bucket/exports/customers.csv),
+as on the command line.
+
 The Airflow connection supplies host (base URL), login (till code or OAuth key),
 password (password or secret) and extras: source, identifier_name, account_id, auth, mode,
 and the API key's limits rate_per_minute and create_rate_per_minute: a shard runs with its

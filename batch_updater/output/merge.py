@@ -36,7 +36,8 @@ def merge_reports(run_folders: list[Path], output: Path) -> dict:
         _merge_file([folder / name for folder in run_folders], output / name)
     merged = {key: sum(s.get(key, 0) for s in summaries) for key in SUMMED}
     merged["exit_code"] = max(s["exit_code"] for s in summaries)
-    merged["warnings"] = dict(sum((Counter(s.get("warnings", {})) for s in summaries), Counter()).most_common())
+    for counted in ("warnings", "normalised"):  # per code, per column
+        merged[counted] = dict(sum((Counter(s.get(counted, {})) for s in summaries), Counter()).most_common())
     merged["top_errors"] = _top_errors(output / "errors.csv")
     merged["shards"] = [{"shard": s.get("shard"), "summary": str(f / "summary.json"),
                          "exit_code": s["exit_code"]} for s, f in zip(summaries, run_folders)]

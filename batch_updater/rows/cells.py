@@ -162,11 +162,12 @@ class DateOrder:
     def _why_not(self, day: int, month: int, year: int) -> str:
         setting = f'[input] date_order = "{self.order}" ({ORDER_WORDS[self.order]})'
         if not 1 <= month <= 12:
+            # No number of its own in the text: rows failing alike group as one cause.
             other = "MDY" if self.order == "DMY" else "DMY"
             hint = ""
             if 1 <= day <= 12 and _real(year, day, month):
-                hint = f"; read {ORDER_WORDS[other]} it would be {date(year, day, month).isoformat()}: check date_order"
-            return f"is not a date under {setting}: there is no month {month}{hint}"
+                hint = f" (read {ORDER_WORDS[other]}, it is a date: check date_order)"
+            return f"is not a date under {setting}: its month is over 12{hint}"
         return f"is not a date under {setting}: {MONTHS[month - 1]} {year} has no day {day}"
 
 

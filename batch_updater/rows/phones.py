@@ -30,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 API_DIGITS = range(8, 16)  # the API's rule for a mobile number, country code included
 _SEPARATORS = re.compile(r"[\s().\-/\u2010-\u2015]+")
 _WHOLE_FLOAT = re.compile(r"(\d{6,})\.0+", re.ASCII)   # 919800000001.0: a number written by a spreadsheet
+_FRACTION = re.compile(r"\d{8,}\.\d{1,4}", re.ASCII)   # 91980000002.7: a sum's result, not a dotted number
 _SCIENTIFIC = re.compile(r"(\d)(?:\.(\d+))?[eE]\+?(\d{1,2})", re.ASCII)
 _PHONE_TEXT = re.compile(r"\+?\d+", re.ASCII)
 _PLAIN_DIGITS = re.compile(r"\d+", re.ASCII)
@@ -66,6 +67,9 @@ class MobileNumbers:
         """`text` (trimmed, not empty) as country code + national number; NotAMobile if it is none."""
         if self.clean(text):
             return text
+        if _FRACTION.fullmatch(text) and not _WHOLE_FLOAT.fullmatch(text):
+            raise NotAMobile("is not a mobile number: a number with a fraction (format the column as text and"
+                             " export the file again)")
         compact = _spreadsheet_number(text) or _SEPARATORS.sub("", text)
         if not _PHONE_TEXT.fullmatch(compact):
             raise NotAMobile("is not a mobile number: it holds characters a phone number does not have"
@@ -132,6 +136,7 @@ def _unparsed(exc) -> str:
         Error.TOO_SHORT_AFTER_IDD: "is not a mobile number: too short after its international prefix",
         Error.TOO_SHORT_NSN: "is not a mobile number: too short",
         Error.TOO_LONG: "is not a mobile number: too long",
+        Error.NOT_A_NUMBER: "is not a mobile number: too few digits",
     }.get(exc.error_type, "is not a mobile number")
 
 

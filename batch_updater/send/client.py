@@ -195,6 +195,7 @@ class ApiClient:
         auth = await self._auth_headers()
         headers = None if auth is self._session_sends else {**JSON_HEADERS, **auth}
         async with self.session.get(url, headers=headers, proxy_headers=self._proxy_headers) as response:
+            refused_by_proxy(self.proxy, response.status, self.api.base_url)  # a plain http API's proxy
             return response.status, await response.read(), response.headers.get("Content-Type", "")
 
     async def _auth_headers(self) -> dict[str, str]:

@@ -58,7 +58,8 @@ def proxy_for(api: ApiSettings, environ: Mapping[str, str] | None = None) -> Pro
     target = urlsplit(api.base_url)
     scheme = target.scheme
     no_proxy = _variable(environ, "no_proxy")
-    if no_proxy and bypassed(target.hostname or "", target.port, no_proxy):
+    port = target.port or {"https": 443, "http": 80}.get(scheme)  # NO_PROXY=host:443 names the default port
+    if no_proxy and bypassed(target.hostname or "", port, no_proxy):
         return None
     if api.proxy:
         return _proxy(api.proxy, "[api] proxy", api.proxy_password)
@@ -76,7 +77,7 @@ def _proxy(url: str, origin: str, password: Secret) -> Proxy:
     address = f"[{host}]" if ":" in host else host
     port = f":{parts.port}" if parts.port else ""
     user = unquote(parts.username) if parts.username else None
-    given = Secret(unquote(parts.password)) if parts.password else password
+    given = password or Secret(unquote(parts.password or ""))  # the variable first, as for [api] proxy
     return Proxy(f"{parts.scheme}://{address}{port}", origin, user, given if user else Secret(""),
                  masked_url(f"{parts.scheme}://{parts.netloc}") or "")
 

@@ -25,6 +25,7 @@ import orjson
 from ..config import Config
 from ..errors import InputError, JobLocked
 from ..input.shards import Shard
+from ..storage import Origin
 from .journal import Journal, applied_anything, read_meta, set_status
 
 JOURNAL_NAME = "journal.sqlite"
@@ -80,18 +81,24 @@ class Job:
                 self.lock.close()  # closing the file (or the session) releases the lock
 
 
-def job_identity(path: Path, config: Config, shard: Shard | None = None) -> str:
-    """A hash of the input's content and of every setting that changes what is sent."""
-    return _job_facts(path, config, shard)[0]
+def job_identity(path: Path, config: Config, shard: Shard | None = None, origin: Origin | None = None) -> str:
+    """A hash of the input's content (or of an object's URL, version and size) and of every
+    setting that changes what is sent."""
+    return _job_facts(path, config, shard, origin)[0]
 
 
-def _job_facts(path: Path, config: Config, shard: Shard | None = None) -> tuple[str, str, dict[str, object]]:
+def _job_facts(path: Path, config: Config, shard: Shard | None = None,
+               origin: Origin | None = None) -> tuple[str, str, dict[str, object]]:
     """The job id, the input's own digest and the settings, by name (kept in the journal,
-    so that a refusal can say what changed)."""
+    so that a refusal can say what changed). An object on storage is known by its URL,
+    version (ETag) and size, before its download ends: its bytes are not hashed."""
     content = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            content.update(block)
+    if origin is not None:
+        content.update(f"{origin.url}\n{origin.version}\n{origin.size}".encode())
+    else:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                content.update(block)
     digest = content.copy()  # the file's bytes, then the settings
     api = config.api
     settings: dict[str, object] = {
@@ -106,27 +113,31 @@ def _job_facts(path: Path, config: Config, shard: Shard | None = None) -> tuple[
     return digest.hexdigest()[:12], content.hexdigest(), settings
 
 
-def job_folder(config: Config, input_path: Path, job_id: str, shard: Shard | None = None) -> Path:
-    stem = input_path.name.split(".")[0] or "input"
+def job_folder(config: Config, input_path: Path, job_id: str, shard: Shard | None = None,
+               origin: Origin | None = None) -> Path:
+    stem = (origin.name if origin else input_path.name).split(".")[0] or "input"
     if shard:
         stem += f"-shard{shard.index}of{shard.count}"
     return Path(config.output.dir) / f"{stem}-{job_id}"
 
 
-def open_job(config: Config, input_path: Path, *, restart: bool = False, shard: Shard | None = None) -> Job:
-    job_id, content, settings = _job_facts(input_path, config, shard)
-    folder = job_folder(config, input_path, job_id, shard)
+def open_job(config: Config, input_path: Path, *, restart: bool = False, shard: Shard | None = None,
+             origin: Origin | None = None) -> Job:
+    """`origin`: the object on storage that `input_path` is a copy of (its identity)."""
+    job_id, content, settings = _job_facts(input_path, config, shard, origin)
+    folder = job_folder(config, input_path, job_id, shard, origin)
+    named = origin.url if origin else str(input_path.resolve())
     _make_private_dirs(folder)
     lock = _take_lock(folder / LOCK_NAME, job_id)
     try:
-        _refuse_changed_input(config, input_path, job_id, restart, folder, content, settings)
+        _refuse_changed_input(config, named, job_id, restart, folder, content, settings)
         journal_path = folder / JOURNAL_NAME
         if restart and journal_path.exists():
             Journal(journal_path).close()  # takes in the logs a crashed run left, then removes them
             _set_aside(journal_path)
         journal = Journal(journal_path)
         status = JobStatus(journal.meta().get("status", JobStatus.NEW))
-        journal.set_meta(job_id=job_id, input=str(input_path.resolve()), content_sha256=content,
+        journal.set_meta(job_id=job_id, input=named, content_sha256=content,
                          settings=orjson.dumps(settings, default=str).decode())
         return Job(job_id, folder, journal, status, lock)
     except BaseException:
@@ -167,12 +178,11 @@ def _take_lock(path: Path, job_id: str) -> IO[str]:
     return handle
 
 
-def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart: bool, folder: Path,
+def _refuse_changed_input(config: Config, resolved: str, job_id: str, restart: bool, folder: Path,
                           content: str, settings: dict[str, object]) -> None:
-    """An unfinished job of the same input path (and shard) with other content or settings
-    blocks us, unless `restart`, or unless it changed only the base URL and nothing was
-    (or may have been) applied through the old one: a wrong or dead URL, now corrected."""
-    resolved = str(input_path.resolve())
+    """An unfinished job of the same input (resolved path or URL; and shard) with other content
+    or settings blocks us, unless `restart`, or unless it changed only the base URL and nothing
+    was (or may have been) applied through the old one: a wrong or dead URL, now corrected."""
     stem = folder.name.rsplit("-", 1)[0]
     for journal_path in sorted(Path(config.output.dir).glob(f"{stem}-*/{JOURNAL_NAME}")):
         meta = read_meta(journal_path)
@@ -187,7 +197,7 @@ def _refuse_changed_input(config: Config, input_path: Path, job_id: str, restart
         changed = ", ".join(f"{name} (was {before})" if name.startswith("[api]") else name
                             for name, before in changes.items()) or "the file or the settings"
         raise InputError(
-            f"{input_path}: {changed} changed since job {meta.get('job_id')} stopped unfinished"
+            f"{resolved}: {changed} changed since job {meta.get('job_id')} stopped unfinished"
             f" ({journal_path.parent}); restore them to resume that job, or run with --restart to"
             " start over with the file and settings as they are now")
 

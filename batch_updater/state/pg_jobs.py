@@ -21,6 +21,7 @@ import orjson
 from ..config import Config
 from ..errors import InputError, JobLocked
 from ..input.shards import Shard
+from ..storage import Origin
 from .jobs import UNFINISHED, Job, JobRecord, JobStatus, _job_facts, _make_private_dirs, _what_changed, job_folder
 from .postgres import JOB_TABLES, PgJournal, ack_log_path, connect, read_meta, set_meta
 
@@ -30,21 +31,24 @@ def lock_key(job_key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"batch-updater job {job_key}".encode()).digest()[:8], "big", signed=True)
 
 
-def open_pg_job(config: Config, input_path: Path, *, restart: bool = False, shard: Shard | None = None) -> Job:
-    job_id, content, settings = _job_facts(input_path, config, shard)
-    folder = job_folder(config, input_path, job_id, shard)
+def open_pg_job(config: Config, input_path: Path, *, restart: bool = False, shard: Shard | None = None,
+                origin: Origin | None = None) -> Job:
+    """`origin`: the object on storage that `input_path` is a copy of (its identity)."""
+    job_id, content, settings = _job_facts(input_path, config, shard, origin)
+    folder = job_folder(config, input_path, job_id, shard, origin)
+    named = origin.url if origin else str(input_path.resolve())
     _make_private_dirs(folder)
     key = folder.name
     db = connect(config.state, "lock")
     try:
         _take_lock(db, key, job_id)
-        _refuse_changed_input(config, db, input_path, key, job_id, restart, content, settings)
+        _refuse_changed_input(config, db, named, key, job_id, restart, content, settings)
         if restart and read_meta(db, key):
             PgJournal(config.state, key, db).close()  # takes in this host's log of a killed run
             _set_aside(db, key)
         journal = PgJournal(config.state, key, db)
         status = JobStatus(journal.meta().get("status", JobStatus.NEW))
-        journal.set_meta(job_id=job_id, input=str(input_path.resolve()), content_sha256=content,
+        journal.set_meta(job_id=job_id, input=named, content_sha256=content,
                          settings=orjson.dumps(settings, default=str).decode(), folder=str(folder))
         return Job(job_id, folder, journal, status, db)
     except BaseException:
@@ -61,7 +65,7 @@ def _take_lock(db: Any, key: str, job_id: str) -> None:
     set_meta(db, key, {"holder": f"process {os.getpid()} on {socket.gethostname()}, started {started}"})
 
 
-def _refuse_changed_input(config: Config, db: Any, input_path: Path, key: str, job_id: str, restart: bool,
+def _refuse_changed_input(config: Config, db: Any, named: str, key: str, job_id: str, restart: bool,
                           content: str, settings: dict[str, object]) -> None:
     """jobs._refuse_changed_input's rule, for the jobs of the same file name (and shard)
     in the database: the workers' paths to the file may differ."""
@@ -80,7 +84,7 @@ def _refuse_changed_input(config: Config, db: Any, input_path: Path, key: str, j
         changed = ", ".join(f"{name} (was {before})" if name.startswith("[api]") else name
                             for name, before in changes.items()) or "the file or the settings"
         raise InputError(
-            f"{input_path}: {changed} changed since job {meta.get('job_id')} stopped unfinished"
+            f"{named}: {changed} changed since job {meta.get('job_id')} stopped unfinished"
             " (its state is in PostgreSQL); restore them to resume that job, or run with --restart to"
             " start over with the file and settings as they are now")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import ConfigError
 from ..input.shards import Shard
+from ..storage import Origin
 from .jobs import Job, JobRecord, list_jobs, open_job
 from .sync_state import SyncState
 
@@ -17,13 +18,15 @@ def on_postgres(config: Config) -> bool:
     return bool(config.state.url)
 
 
-def open_job_state(config: Config, input_path: Path, *, restart: bool = False, shard: Shard | None = None) -> Job:
+def open_job_state(config: Config, input_path: Path, *, restart: bool = False, shard: Shard | None = None,
+                   origin: Origin | None = None) -> Job:
+    """`origin`: the object on storage that `input_path` is a copy of (its identity)."""
     if not on_postgres(config):
-        return open_job(config, input_path, restart=restart, shard=shard)
+        return open_job(config, input_path, restart=restart, shard=shard, origin=origin)
     _need_driver()
     from .pg_jobs import open_pg_job
 
-    return open_pg_job(config, input_path, restart=restart, shard=shard)
+    return open_pg_job(config, input_path, restart=restart, shard=shard, origin=origin)
 
 
 def open_sync_state(config: Config) -> SyncState:

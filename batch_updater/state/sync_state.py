@@ -75,7 +75,7 @@ class Fingerprints:
         self._defaults = {"source": api.source, "accountId": api.account_id or "",
                           "identifierName": api.identifier_name}
         self._key_salt = _salt("key", api.base_url.rstrip("/"))
-        self._digest_salt = _salt("digest", self._names, api.use_async, repr(config.input))
+        self._digest_salt = _salt("digest", self._names, api.use_async, config.input.shaping_text())
         self._default_hashes: dict[str, np.ndarray] = {}
 
     def of(self, columns: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
