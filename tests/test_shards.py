@@ -31,11 +31,12 @@ def test_sharded_runs_merge_into_one_complete_report(tmp_path, sandbox_server):
     server = sandbox_server()
     rows = []
     for i in range(120):
-        rows.append([mobile(i % 40), f"Name{i}"])   # three rows per customer
+        written = mobile(i % 40) if i % 10 else "+91 " + mobile(i % 40)[2:]  # 12 written with a +91 prefix
+        rows.append([written, f"Name{i}"])   # three rows per customer
     rows.append(["919700000000", "Ghost"])
     rows.append(["12", "Invalid"])
     source = write_csv(tmp_path / "in.csv", ["identifierValue", "firstName"], rows)
-    config = write_config(tmp_path, server.url, limits={"rate_per_minute": 60_000})
+    config = write_config(tmp_path, server.url, limits={"rate_per_minute": 60_000}, input={"default_country": "IN"})
     runner = CliRunner()
     folders = []
     for k in (1, 2, 3):
@@ -54,6 +55,7 @@ def test_sharded_runs_merge_into_one_complete_report(tmp_path, sandbox_server):
     assert result.exit_code == 1, result.output
     merged = json.loads(result.stdout)
     assert (merged["rows"], merged["success"], merged["errors"]) == (122, 120, 2)
+    assert merged["normalised"] == {"identifierValue": 12}  # the shards' rewrite counts, summed
     rows_seen = [int(r["_row"]) for name in ("success", "errors", "skipped")
                  for r in read_report(merged_dir / f"{name}.csv")]
     assert sorted(rows_seen) == list(range(2, 124))
