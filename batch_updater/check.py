@@ -454,6 +454,23 @@ def _said(attempt: Attempt) -> str:
     return f"HTTP {attempt.http_status}: {attempt.message}" if attempt.code else attempt.message
 
 
+def _check_state(setup: _Setup) -> _Result:
+    """Where the jobs' state is kept: a run on PostgreSQL state stops at once without it."""
+    assert setup.settings is not None  # the config step passed
+    state = setup.settings.state
+    if not state.url:
+        return _Result("ok", f"SQLite files in the output folder ({setup.settings.output.dir}), the default")
+    from .state.stores import need_driver
+
+    try:
+        need_driver()
+        from .state.postgres import probe
+
+        return _Result("ok", probe(state))
+    except (ConfigError, RunAborted) as exc:
+        return _Result("fail", str(exc))
+
+
 def _check_answer_time(setup: _Setup) -> _Result:
     if setup.timed_out:
         return _Result("fail", setup.timed_out)
@@ -472,5 +489,6 @@ _PLAN: tuple[tuple[str, Callable[[_Setup], _Result], tuple[str, ...]], ...] = (
     ("tls", _check_tls, ("port",)),
     ("credentials", _check_credentials, ("password", "tls")),
     ("answer time", _check_answer_time, ("password", "tls")),
+    ("state", _check_state, ("config",)),
 )
 STEP_NAMES = tuple(name for name, _, _ in _PLAN)

@@ -233,3 +233,17 @@ def test_the_benchmark_runs(tmp_path, pg_cluster):  # noqa: F811 - its cluster: 
     assert done.returncode == 0, done.stderr
     assert "200 rows, 0 ms latency" in done.stdout and "ratio" in done.stdout
     assert json.loads((tmp_path / "figures.json").read_text())["0 ms"]["ratio"]["median_of_rounds"] > 0
+
+
+def test_check_reaches_the_state_database_and_names_a_wrong_password(tmp_path, sandbox_server, state_url):
+    from batch_updater.check import check_setup
+
+    config = write_config(tmp_path, sandbox_server().url, state={"url": state_url})
+    environ = {"BATCH_UPDATER_STATE_PASSWORD": PASSWORD}
+    steps = {step.name: step for step in check_setup(config, environ=environ)}
+    assert steps["state"].status == "ok", steps["state"].detail
+    assert steps["state"].detail.startswith("PostgreSQL ") and "first run" in steps["state"].detail
+    wrong = {step.name: step for step in check_setup(config, environ={"BATCH_UPDATER_STATE_PASSWORD": "Wr0ng-pw"})}
+    assert wrong["state"].status == "fail"
+    assert wrong["state"].detail.startswith("cannot connect to the job state in PostgreSQL at 127.0.0.1/")
+    assert "Wr0ng-pw" not in wrong["state"].detail

@@ -94,19 +94,33 @@ def where(settings: StateSettings) -> str:
 def connect(settings: StateSettings, purpose: str) -> Any:
     """A connection (autocommit) with TCP keepalives, so that a worker that vanished loses
     its session, and its locks, within a minute or so; a failure is one line, exit 3."""
+    db = _connected(settings, purpose)
+    _create_schema(db)
+    return db
+
+
+def probe(settings: StateSettings) -> str:
+    """What `check` says of the database, changing nothing: the server and whether the tables
+    are there yet; StateUnavailable when it cannot be reached or refuses the login."""
+    with _connected(settings, "check") as db:
+        version = db.execute("SHOW server_version").fetchone()[0]
+        made = db.execute("SELECT to_regclass('bu_meta') IS NOT NULL").fetchone()[0]
+    tables = "its tables are there" if made else "its tables are made by the first run (CREATE on the schema)"
+    return f"PostgreSQL {version} at {where(settings)}: {tables}"
+
+
+def _connected(settings: StateSettings, purpose: str) -> Any:
     import psycopg
 
     password = settings.password.reveal()
     options: dict[str, Any] = {"password": password} if password else {}
     try:
-        db = psycopg.connect(settings.url or "", autocommit=True, connect_timeout=10,
-                             application_name=f"batch-updater {purpose}", keepalives=1, keepalives_idle=30,
-                             keepalives_interval=10, keepalives_count=3, **options)
+        return psycopg.connect(settings.url or "", autocommit=True, connect_timeout=10,
+                               application_name=f"batch-updater {purpose}", keepalives=1, keepalives_idle=30,
+                               keepalives_interval=10, keepalives_count=3, **options)
     except psycopg.Error as exc:
         raise StateUnavailable(f"cannot connect to the job state in PostgreSQL at {where(settings)}"
                                f" ({_one_line(exc, password)}); check [state] url and {_PASSWORD_HINT}") from None
-    _create_schema(db)
-    return db
 
 
 _PASSWORD_HINT = "BATCH_UPDATER_STATE_PASSWORD"

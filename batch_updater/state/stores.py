@@ -23,7 +23,7 @@ def open_job_state(config: Config, input_path: Path, *, restart: bool = False, s
     """`origin`: the object on storage that `input_path` is a copy of (its identity)."""
     if not on_postgres(config):
         return open_job(config, input_path, restart=restart, shard=shard, origin=origin)
-    _need_driver()
+    need_driver()
     from .pg_jobs import open_pg_job
 
     return open_pg_job(config, input_path, restart=restart, shard=shard, origin=origin)
@@ -32,7 +32,7 @@ def open_job_state(config: Config, input_path: Path, *, restart: bool = False, s
 def open_sync_state(config: Config) -> SyncState:
     if not on_postgres(config):
         return SyncState(config.state_path)
-    _need_driver()
+    need_driver()
     from .postgres import PgSyncState
 
     return PgSyncState(config.state)
@@ -42,14 +42,14 @@ def job_records(config: Config) -> tuple[str, list[JobRecord]]:
     """Where the jobs are (as messages name it), and each job."""
     if not on_postgres(config):
         return str(config.output.dir), list_jobs(config.output.dir)
-    _need_driver()
+    need_driver()
     from .pg_jobs import list_pg_jobs
     from .postgres import where
 
     return f"PostgreSQL {where(config.state)}", list_pg_jobs(config)
 
 
-def _need_driver() -> None:
+def need_driver() -> None:
     try:
         import psycopg  # noqa: F401
     except ImportError:
