@@ -173,6 +173,9 @@ def check(args: argparse.Namespace) -> int:
           f" {max(span, 0):.1f} s, {switches} shard switches in {len(order)} requests;"
           f" limit used {used:.0%} while all had work")
     print(f"XCom not found     {len(xcom_missing)} log files")
+    stores = sorted({(s.get("config", {}).get("state", {}).get("url") or "SQLite in the output folder")
+                     for s in per_shard_rows.values()})
+    print(f"job state          {', '.join(stores)}")
     if failures:
         print("FAILED:")
         for failure in failures:

@@ -20,6 +20,8 @@
 #   AIRFLOW_CHECK_EXIT_GRACE  seconds dags test may take to exit after the run finished (60)
 #   AIRFLOW_CHECK_CONNECTION_LIMIT  the connection's rate_per_minute instead of the key's limit
 #                          (e.g. 4 times it, to see the check fail as the shards overrun the key)
+#   AIRFLOW_CHECK_STATE_URL  postgresql://user:password@host:port/db: the shards keep their job
+#                          state there, through an Airflow connection (capillary_state)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -117,7 +119,9 @@ if [ ! -x "$venv/bin/airflow" ]; then
     fi
 fi
 say "installing batch-updater from $repo (editable)"
-"$venv/bin/pip" install -e "$repo" >>"$work/install.log" 2>&1 || die "installing batch-updater; see $work/install.log"
+package="$repo"
+[ -z "${AIRFLOW_CHECK_STATE_URL:-}" ] || package="$repo[postgres]"
+"$venv/bin/pip" install -e "$package" >>"$work/install.log" 2>&1 || die "installing batch-updater; see $work/install.log"
 airflow_version="$("$venv/bin/python" -c 'import airflow; print(airflow.__version__)' 2>/dev/null)" \
     || die "Airflow does not import in $venv"
 airflow_major="${airflow_version%%.*}"
@@ -172,6 +176,12 @@ print(json.dumps({"conn_type": "http", "host": url, "login": "demo.till", "passw
 "$venv/bin/airflow" connections add capillary_eu --conn-json "$connection" >"$run/connection.log" 2>&1 \
     || { cat "$run/connection.log" >&2; die "airflow connections add"; }
 say "connection capillary_eu: the key's limit rate_per_minute = $connection_limit per [limits] window_seconds = $config_window"
+if [ -n "${AIRFLOW_CHECK_STATE_URL:-}" ]; then
+    "$venv/bin/airflow" connections add capillary_state --conn-uri "$AIRFLOW_CHECK_STATE_URL" >>"$run/connection.log" 2>&1 \
+        || { cat "$run/connection.log" >&2; die "airflow connections add capillary_state"; }
+    export CAPILLARY_SYNC_STATE_CONN=capillary_state
+    say "connection capillary_state: the shards' job state in PostgreSQL"
+fi
 if [ "$airflow_major" -ge 3 ]; then
     background "$run/api-server.log" "$venv/bin/airflow" api-server --apps execution --host 127.0.0.1 --port "$api_port" --workers 1
     wait_for "http://127.0.0.1:$api_port/execution/health" 90 "$last_pid" \
