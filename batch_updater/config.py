@@ -420,10 +420,17 @@ def _read_toml(path: Path, problems: list[str], warnings: list[str]) -> dict[str
                 known = sorted(k for s, k in SETTINGS if s == section)
                 problems.append(f"{path}: unknown key '{key}' in [{section}] (known: {', '.join(known)})")
                 table.pop(key)
-    if "password" in raw.get("api", {}) and _readable_by_others(path):
+    if _holds_a_password(raw) and _readable_by_others(path):
         warnings.append(f"{path} holds a password and is readable by other users:"
                         f" run chmod 600 {shlex.quote(str(path))}")
     return raw
+
+
+def _holds_a_password(raw: dict[str, Any]) -> bool:
+    """[api] password, or a URL with one (user:password@): the proxy's or the state database's."""
+    urls = (raw.get("api", {}).get("proxy"), raw.get("state", {}).get("url"))
+    return "password" in raw.get("api", {}) or any(
+        isinstance(url, str) and ":" in url.partition("://")[2].rpartition("@")[0] for url in urls)
 
 
 def _flatten_subtables(raw: dict[str, Any], known_sections: set[str]) -> None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import click
+import pytest
 from click.testing import CliRunner
 from conftest import customer_puts, mobile, write_config, write_csv
 
@@ -137,3 +138,14 @@ def test_a_config_file_with_a_password_readable_by_others_gets_a_warning(tmp_pat
     assert private.exit_code == 0 and "warning" not in private.stderr
     assert_nowhere(forms(SECRET), {"shared": shared.output, "private": private.output,
                                    **every_file(tmp_path / "out")})
+
+
+@pytest.mark.parametrize("section", [{"api": {"proxy": f"http://ops:{SECRET}@proxy:3128"}},
+                                     {"state": {"url": f"postgresql://batch:{SECRET}@db/jobs"}}])
+def test_a_config_file_with_a_password_in_a_url_readable_by_others_gets_a_warning(tmp_path, section):
+    config = write_config(tmp_path, "http://127.0.0.1:9", **section)
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(1)]])
+    config.chmod(0o644)
+    shared = CliRunner().invoke(main, ["validate", str(source), "--config", str(config)], env={})
+    assert f"{config} holds a password and is readable by other users" in shared.stderr
+    assert SECRET not in shared.output
