@@ -29,7 +29,7 @@ import aiohttp
 from yarl import URL
 
 from .config import INSECURE_WARNING, PASSWORD_ENV, PROXY_PASSWORD_ENV, Config, load_config
-from .errors import ConfigError, RunAborted
+from .errors import BatchUpdaterError, ConfigError, RunAborted
 from .rows.payload import Lookup
 from .send.answers import Attempt, Verdict, classify
 from .send.client import (
@@ -459,7 +459,7 @@ def _check_state(setup: _Setup) -> _Result:
     assert setup.settings is not None  # the config step passed
     state = setup.settings.state
     if not state.url:
-        return _Result("ok", f"SQLite files in the output folder ({setup.settings.output.dir}), the default")
+        return _Result("ok", f"SQLite files in {setup.settings.output.dir}, the default")
     from .state.stores import need_driver
 
     try:
@@ -467,8 +467,27 @@ def _check_state(setup: _Setup) -> _Result:
         from .state.postgres import probe
 
         return _Result("ok", probe(state))
-    except (ConfigError, RunAborted) as exc:
+    except BatchUpdaterError as exc:
         return _Result("fail", str(exc))
+
+
+def _check_output(setup: _Setup) -> _Result:
+    """An object-storage output folder's bucket answers with these credentials (nothing is
+    written: the uploads at the end of a run are the first writes)."""
+    assert setup.settings is not None  # the config step passed
+    output = setup.settings.output
+    if not output.url:
+        return _Result("ok", f"reports in {output.dir}")
+    from .storage import bucket_path, filesystem, storage_errors
+
+    bucket = output.url.split("://", 1)[0] + "://" + bucket_path(output.url).split("/", 1)[0]
+    try:
+        with storage_errors(bucket):
+            filesystem(output.url, setup.settings.storage).ls(bucket, detail=False)
+    except BatchUpdaterError as exc:  # also a missing package, naming the extra to install
+        return _Result("fail", str(exc))
+    return _Result("ok", f"{bucket} answers; reports are staged in {output.dir} and uploaded to {output.url}"
+                         " when each run ends")
 
 
 def _check_answer_time(setup: _Setup) -> _Result:
@@ -490,5 +509,6 @@ _PLAN: tuple[tuple[str, Callable[[_Setup], _Result], tuple[str, ...]], ...] = (
     ("credentials", _check_credentials, ("password", "tls")),
     ("answer time", _check_answer_time, ("password", "tls")),
     ("state", _check_state, ("config",)),
+    ("output", _check_output, ("config",)),
 )
 STEP_NAMES = tuple(name for name, _, _ in _PLAN)

@@ -129,7 +129,8 @@ def test_no_password_fails_its_step_and_skips_only_the_steps_that_need_it(tmp_pa
     server = sandbox_server(customers=100)
     steps = check_setup(write_config(tmp_path, server.url, password=None), environ={})
     assert statuses(steps) == {"config": "ok", "password": "fail", **dict.fromkeys(NETWORK, "ok"),
-                               "credentials": "skip", "answer time": "skip", "state": "ok"}
+                               "credentials": "skip", "answer time": "skip", "state": "ok",
+                               "output": "ok"}
     assert detail(steps, "password") == f"no password: set {PASSWORD_ENV} or [api] password_file"
     assert server.state.requests == []
 
@@ -178,7 +179,8 @@ def test_nothing_listening_fails_the_port_and_skips_what_follows(tmp_path):
     port = free_port()
     steps = check_setup(write_config(tmp_path, f"http://127.0.0.1:{port}"), environ={})
     assert statuses(steps) == {"config": "ok", "password": "ok", "dns": "ok", "port": "fail",
-                               "tls": "skip", "credentials": "skip", "answer time": "skip", "state": "ok"}
+                               "tls": "skip", "credentials": "skip", "answer time": "skip", "state": "ok",
+                               "output": "ok"}
     assert detail(steps, "port").startswith(f"127.0.0.1:{port} refused the connection: nothing listens there;")
 
 
@@ -186,7 +188,7 @@ def test_a_host_that_does_not_resolve_fails_the_dns_step(tmp_path):
     path = write_config(tmp_path, "https://no-such-host.invalid", limits={"connect_timeout_seconds": 2})
     steps = check_setup(path, environ={})
     assert statuses(steps) == {"config": "ok", "password": "ok", "dns": "fail",
-                               **dict.fromkeys(STEP_NAMES[3:-1], "skip"), "state": "ok"}
+                               **dict.fromkeys(STEP_NAMES[3:-2], "skip"), "state": "ok", "output": "ok"}
     assert "no-such-host.invalid" in detail(steps, "dns")  # "cannot resolve" or "did not resolve within"
 
 
@@ -301,7 +303,8 @@ def test_the_check_command_exits_0_when_all_pass_and_3_with_a_line_per_failed_st
     dead = _check_cli(config, "--base-url", f"http://127.0.0.1:{free}")
     assert dead.exit_code == 3
     assert [line.split()[:2] for line in dead.stdout.splitlines()[3:]] == [
-        ["FAIL", "port"], ["skip", "tls"], ["skip", "credentials"], ["skip", "answer"], ["ok", "state"]]
+        ["FAIL", "port"], ["skip", "tls"], ["skip", "credentials"], ["skip", "answer"], ["ok", "state"],
+        ["ok", "output"]]
     assert dead.stderr == ""
 
 

@@ -410,3 +410,17 @@ def test_an_s3_input_with_postgres_state_resumes_from_another_output_folder(tmp_
     assert len(customer_puts(server)) == 6, "the second worker replays the finished job"
     listed = CliRunner().invoke(main, ["jobs", "--config", _config(tmp_path / "b", server, state=state), "--json"])
     assert [job["input"] for job in orjson.loads(listed.stdout)] == [f"s3://{key}"]
+
+
+def test_check_says_whether_the_output_bucket_answers(tmp_path, sandbox_server, s3):
+    from batch_updater.check import check_setup
+
+    server = sandbox_server()
+    steps = {step.name: step for step in check_setup(_config(tmp_path, server, output={"dir": f"{s3.url}/reports"}),
+                                                       environ={})}
+    assert steps["output"].status == "ok", steps["output"].detail
+    assert steps["output"].detail.startswith(f"{s3.url} answers; reports are staged in ")
+    missing = {step.name: step for step in check_setup(
+        _config(tmp_path, server, output={"dir": "s3://no-such-bucket-here/reports"}), environ={})}
+    assert (missing["output"].status, missing["output"].detail) == (
+        "fail", "s3://no-such-bucket-here: no such object or bucket")
