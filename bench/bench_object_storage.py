@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -28,27 +27,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_memory import child as memory_child
 
-CONCURRENCY = 64
 BUCKET = "bench"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def child(mode: str, source: str, url: str, out: str) -> dict:
-    """One run in this (fresh) process; the peak is this process's own."""
-    from batch_updater.config import load_config
-    from batch_updater.runner import run
-
-    config = load_config(None, overrides={
-        "api.base_url": url, "api.username": "demo.till", "limits.rate_per_minute": 10**9,
-        "limits.concurrency": CONCURRENCY, "output.dir": out,
-    }, environ={"BATCH_UPDATER_PASSWORD": "demo-password"})
-    began = time.perf_counter()
-    summary = run(config, source, dry_run=mode == "dry")
-    seconds = time.perf_counter() - began
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"mode": mode, "rows": summary.rows, "seconds": round(seconds, 2), "peak_mb": round(peak_mb, 1),
-            "rows_per_s": round(summary.rows / seconds), "exit_code": summary.exit_code}
+    """One run in this (fresh) process, as bench_memory measures it, with its rows/s."""
+    figures = memory_child(mode, source, url, out)
+    seconds = figures["seconds"]
+    return {**figures, "seconds": round(seconds, 2), "rows_per_s": round(figures["rows"] / seconds)}
 
 
 def run_case(mode: str, source: str, url: str, out: str, env: dict[str, str]) -> dict:
