@@ -249,3 +249,13 @@ def test_the_job_identity_of_a_config_without_the_new_settings_is_unchanged(tmp_
                       **{GENDER: {"F": "Female"}}).input
     assert repr(used).endswith("types={}, default_country='IN', date_order='DMY', values={'extendedFields.gender':"
                                " ValueMap(pairs=(('F', 'Female'),), strict=False)})")
+
+
+@pytest.mark.parametrize(("sections", "warned"), [({}, True), (TYPES, False)])
+def test_date_order_with_no_date_column_to_read_says_so(tmp_path, sections, warned):
+    source = write_csv(tmp_path / "in.csv", ["identifierValue", "extendedFields.dateOfBirth"],
+                       [[mobile(1), "17/05/1990"]])
+    config = write_config(tmp_path, "http://127.0.0.1:9", input={"date_order": "DMY"}, **sections)
+    result = CliRunner().invoke(main, ["validate", str(source), "--config", str(config)])
+    said = '[input] date_order = "DMY" reads date columns, and this file has none: declare yours in [types]'
+    assert (said in result.stderr) is warned, result.stderr

@@ -216,6 +216,8 @@ def prepare_chunks(source: Source, plan: ColumnPlan, config: Config, screen: Pre
     """Validate and map each chunk. Pass the PrePassFindings of screen_input when there was one;
     without it, a duplicates policy other than sequential makes its own pre-pass."""
     preparer = ChunkPreparer(plan, config)
+    if config.input.date_order != "YMD" and not preparer.rewriter.reads_dates:
+        _warn_date_order_unused(config.input.date_order)
     if screen is None and _policy(config) != "sequential":
         screen = _scan(source, preparer, _policy(config))
     duplicates = screen.duplicates if screen else None
@@ -224,6 +226,16 @@ def prepare_chunks(source: Source, plan: ColumnPlan, config: Config, screen: Pre
             with gc_paused():
                 prepared = preparer.prepare(piece, duplicates, changes)
             yield prepared
+
+
+def _warn_date_order_unused(order: str) -> None:
+    """A column of the org's own is a date only when [types] says so: without that, a file's
+    17/05/1990 would go out as written, and nobody would know why date_order did nothing."""
+    from ..output.logs import log
+
+    log.warning('[input] date_order = "%s" reads date columns, and this file has none: declare yours'
+                ' in [types] (e.g. "extendedFields.dateOfBirth" = "date"), or their values are sent as written',
+                order)
 
 
 FIRST_PIECE_ROWS = 1_000

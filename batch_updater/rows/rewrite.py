@@ -58,6 +58,7 @@ class Rewriter:
                          if (plan := self._plan(at, name, rules, settings.values, mobiles, dates)) is not None]
         # identifierName first: a value map there decides which identifierValues are mobiles
         self._columns.sort(key=lambda plan: plan.at != self._kind_at)
+        self.reads_dates = any(rules.column(name).holds in ("date", "datetime") for name in self.names)
 
     def _plan(self, at: int, name: str, rules: ColumnRules, maps: Mapping[str, ValueMap],
               mobiles: MobileNumbers | None, dates: DateOrder | None) -> _ColumnSteps | None:
