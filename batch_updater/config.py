@@ -358,7 +358,8 @@ def load_config(path: str | os.PathLike | None = None, *,
             section, name = dotted.rsplit(".", 1)  # "limits.create.rate_per_minute": a sub-table's key
             values[(section, name)] = value
             sub = section.partition(".")[2]
-            origin[(section, name)] = "--" + (f"{sub}-" if sub else "") + name.replace("_", "-")
+            origin[(section, name)] = _RENAMED_OPTIONS.get(dotted) or (
+                "--" + (f"{sub}-" if sub else "") + name.replace("_", "-"))
 
     typed = {key: _coerce(SETTINGS[key], values[key], origin[key], problems, required=sending)
              for key in SETTINGS if (key in values)}
@@ -538,15 +539,30 @@ def _to_zone(value: Any) -> str:
     return text
 
 
+_RENAMED_OPTIONS = {"output.dir": "--output-dir"}  # the options not named after their setting
+
+
+def _to_location(text: str) -> str | Path:
+    """A local folder, or a URL of object storage this tool can write to."""
+    if "://" not in text:
+        return Path(text).expanduser()
+    from .storage import is_url
+
+    if not is_url(text):
+        raise ValueError
+    return text
+
+
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "str": _to_str, "choice": _to_str, "int": _to_int, "float": _to_float,
     "bool": _to_bool, "path": lambda v: Path(_to_str(v)).expanduser(),
-    "location": lambda v: _to_str(v) if "://" in _to_str(v) else Path(_to_str(v)).expanduser(),
+    "location": lambda v: _to_location(_to_str(v)),
     "threshold": _to_threshold, "zone": _to_zone, "names": _to_names,
     "country": _to_country, "order": lambda v: _to_str(v).strip().upper(),
 }
 _KIND_NAMES = {"str": "text", "choice": "text", "int": "a whole number", "float": "a number",
-               "bool": "true or false", "path": "a path", "location": "a path or URL",
+               "bool": "true or false", "path": "a path",
+               "location": "a folder or an object-storage URL (s3://, gs://, az://)",
                "threshold": "a number of rows or a percentage (e.g. 100 or 5%)",
                "zone": "an IANA time zone name (e.g. UTC, Asia/Kolkata, Europe/London)",
                "names": 'a list of names (e.g. ["city", "gender"])',

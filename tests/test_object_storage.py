@@ -314,6 +314,13 @@ def test_a_rerun_uploads_what_a_failed_upload_left_behind(tmp_path, sandbox_serv
     assert len(customer_puts(server)) == 2, "the finished job replays"
     latest = orjson.loads(s3.fs.cat_file(f"{bucket}/r/latest.json"))
     assert orjson.loads(s3.fs.cat_file(latest["summary"]))["success"] == 2
+    # latest.json moves forward only: another file's newer run, then a replay of the first
+    other = tmp_path / "others.csv"
+    other.write_bytes(_csv(1, start=5))
+    time.sleep(1.1)  # run folders are named by the second they start in
+    assert _run(str(other), "--config", config).code == 0
+    assert _run(str(source), "--config", config).code == 0
+    assert orjson.loads(s3.fs.cat_file(f"{bucket}/r/latest.json"))["job"].startswith("others-")
 
 
 def test_shards_on_s3_merge_into_s3(tmp_path, sandbox_server, s3):
@@ -424,3 +431,28 @@ def test_check_says_whether_the_output_bucket_answers(tmp_path, sandbox_server, 
         _config(tmp_path, server, output={"dir": "s3://no-such-bucket-here/reports"}), environ={})}
     assert (missing["output"].status, missing["output"].detail) == (
         "fail", "s3://no-such-bucket-here: no such object or bucket")
+
+
+def test_an_output_url_this_tool_cannot_write_is_a_config_error(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_bytes(_csv(1))
+    refused = CliRunner().invoke(main, ["validate", str(source), "--output-dir", "https://example.com/reports"])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip().endswith("--output-dir: expected a folder or an object-storage URL (s3://, gs://,"
+                                           " az://), got 'https://example.com/reports'")
+
+
+def test_an_object_of_the_same_name_elsewhere_is_another_job(tmp_path, s3, pg_cluster, monkeypatch):  # noqa: F811
+    """Job state in PostgreSQL goes by file name for local files (their paths differ by worker),
+    but an object is its URL: an unfinished job of one bucket's customers.csv does not block
+    another bucket's."""
+    monkeypatch.setenv("BATCH_UPDATER_STATE_PASSWORD", PG_PASSWORD)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "host"))
+    s3.fs.mkdir(f"{s3.bucket}-b")
+    for bucket, count in ((s3.bucket, 30), (f"{s3.bucket}-b", 31)):  # enough failures to abort the run
+        s3.fs.pipe_file(f"{bucket}/in/customers.csv", _csv(count))
+    config = str(write_config(tmp_path, "http://127.0.0.1:9", state={"url": pg_cluster.new_database()},
+                              limits={"max_attempts": 1, "connect_timeout_seconds": 1}))
+    first = _run(f"s3://{s3.bucket}/in/customers.csv", "--config", config)
+    other = _run(f"s3://{s3.bucket}-b/in/customers.csv", "--config", config)
+    assert (first.code, other.code) == (3, 3), other.stderr  # both aborted (nothing listens), neither refused

@@ -169,6 +169,7 @@ def test_a_wrong_password_is_one_line_exit_3_without_the_password(tmp_path, sand
     wrong = "Wr0ng-pass-xyz"
     url = state_url.replace("batch@", f"batch:{wrong}@") if in_url else state_url
     config = write_config(tmp_path, server.url, state={"url": url})
+    config.chmod(0o600)  # a password in it: readable by others, it would add a warning line
     env = {k: v for k, v in environ.items() if k != "BATCH_UPDATER_STATE_PASSWORD"}
     if not in_url:
         env["BATCH_UPDATER_STATE_PASSWORD"] = wrong
@@ -247,3 +248,40 @@ def test_check_reaches_the_state_database_and_names_a_wrong_password(tmp_path, s
     assert wrong["state"].status == "fail"
     assert wrong["state"].detail.startswith("cannot connect to the job state in PostgreSQL at 127.0.0.1/")
     assert "Wr0ng-pw" not in wrong["state"].detail
+
+
+def test_a_user_without_create_runs_once_the_tables_exist(tmp_path, sandbox_server, state_url, environ,
+                                                          pg_cluster):  # noqa: F811
+    server = sandbox_server()
+    source = write_csv(tmp_path / "in.csv", ["identifierValue", "firstName"], _rows(5))
+    config = write_config(tmp_path, server.url, state={"url": state_url})
+    assert _run(environ, "run", str(source), "--config", str(config)).returncode == 0  # the owner makes them
+    database = state_url.rsplit("/", 1)[1]
+    with pg_cluster.admin(database) as db:
+        db.execute("DROP ROLE IF EXISTS worker_dml")
+        db.execute("CREATE ROLE worker_dml LOGIN PASSWORD 'dml-only'")
+        db.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO worker_dml")
+    worker = write_config(tmp_path, server.url, state={"url": state_url.replace("batch@", "worker_dml@")})
+    ran = _run({**environ, "BATCH_UPDATER_STATE_PASSWORD": "dml-only"}, "run", str(source), "--config", str(worker),
+               "--restart", "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["success"] == 5
+
+
+def test_restart_twice_in_a_second_and_the_holder_is_named(tmp_path, sandbox_server, state_url, environ):
+    server = sandbox_server()
+    source = write_csv(tmp_path / "in.csv", ["identifierValue", "firstName"], _rows(3))
+    config = write_config(tmp_path, server.url, state={"url": state_url})
+    for _ in range(3):
+        ran = _run(environ, "run", str(source), "--config", str(config), "--restart")
+        assert ran.returncode == 0, ran.stderr
+    assert len(customer_puts(server)) == 9
+
+
+def test_the_server_finds_a_vanished_worker_within_a_minute(state_url):
+    from batch_updater.config import Secret, StateSettings
+    from batch_updater.state.postgres import connect
+
+    with connect(StateSettings(None, False, state_url, Secret(PASSWORD)), "test") as db:
+        assert [db.execute(f"SHOW {name}").fetchone()[0] for name in
+                ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")] == ["30", "10", "3"]

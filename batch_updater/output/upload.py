@@ -43,7 +43,7 @@ def upload_run(config: Config, run_folder: Path, *, latest: bool = True) -> str 
         for path in sorted(run_folder.iterdir()):
             if path.is_file() and not path.is_symlink() and not path.name.startswith(NOT_UPLOADED):
                 fs.put_file(str(path), join(target, path.name), **PUT_OPTIONS.get(scheme(url), {}))
-        if latest:
+        if latest and _newer_than_latest(fs, url, run_folder.name):
             pointer = {"run": target, "summary": join(target, "summary.json"), "job": relative.split("/")[0],
                        "uploaded": datetime.now(UTC).isoformat(timespec="seconds")}
             fs.pipe_file(join(url, LATEST), orjson.dumps(pointer, option=orjson.OPT_INDENT_2))
@@ -51,11 +51,25 @@ def upload_run(config: Config, run_folder: Path, *, latest: bool = True) -> str 
     return target
 
 
+def _newer_than_latest(fs, url: str, run_name: str) -> bool:
+    """latest.json only moves forward: a replay's upload of yesterday's run, or a shard that
+    ends after a newer run of another, leaves it alone. Run folders are named by their start
+    time (run-<UTC time>), so their names sort as their times."""
+    try:
+        named = orjson.loads(fs.cat_file(join(url, LATEST)))["run"].rstrip("/").rsplit("/", 1)[-1]
+    except FileNotFoundError:
+        return True
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return True  # not a pointer this tool wrote: replace it
+    return run_name >= named
+
+
 def upload_after_failure(config: Config, run_folder: Path) -> None:
     """A run that failed uploads what it has; a failing upload then is a warning, so that
-    the run's own error is the one reported."""
+    the run's own error is the one reported. latest.json moves only to whole reports (the
+    summary is written after them), as the local `latest` link does."""
     try:
-        upload_run(config, run_folder)
+        upload_run(config, run_folder, latest=(run_folder / "summary.json").is_file())
     except Exception as exc:
         log.warning("%s", exc)
 

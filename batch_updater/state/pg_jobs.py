@@ -21,7 +21,7 @@ import orjson
 from ..config import Config
 from ..errors import InputError, JobLocked
 from ..input.shards import Shard
-from ..storage import Origin
+from ..storage import Origin, is_url
 from .jobs import UNFINISHED, Job, JobRecord, JobStatus, _job_facts, _make_private_dirs, _what_changed, job_folder
 from .postgres import JOB_TABLES, PgJournal, ack_log_path, connect, read_meta, set_meta
 
@@ -43,9 +43,10 @@ def open_pg_job(config: Config, input_path: Path, *, restart: bool = False, shar
     try:
         _take_lock(db, key, job_id)
         _refuse_changed_input(config, db, named, key, job_id, restart, content, settings)
-        if restart and read_meta(db, key):
+        if restart and "job_id" in read_meta(db, key):
             PgJournal(config.state, key, db).close()  # takes in this host's log of a killed run
             _set_aside(db, key)
+        _say_who_holds(db, key)
         journal = PgJournal(config.state, key, db)
         status = JobStatus(journal.meta().get("status", JobStatus.NEW))
         journal.set_meta(job_id=job_id, input=named, content_sha256=content,
@@ -61,6 +62,10 @@ def _take_lock(db: Any, key: str, job_id: str) -> None:
         holder = read_meta(db, key).get("holder") or "another worker"
         raise JobLocked(f"job {job_id} is already running ({holder}); wait for it to finish"
                         " or stop it, then run again to resume")
+
+
+def _say_who_holds(db: Any, key: str) -> None:
+    """For the message of a worker refused while this one runs the job."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
     set_meta(db, key, {"holder": f"process {os.getpid()} on {socket.gethostname()}, started {started}"})
 
@@ -77,6 +82,8 @@ def _refuse_changed_input(config: Config, db: Any, named: str, key: str, job_id:
         meta = read_meta(db, other)
         if other.rsplit("-", 1)[0] != stem or meta.get("status") not in UNFINISHED:
             continue
+        if meta.get("input") != named and (is_url(named) or is_url(meta.get("input", ""))):
+            continue  # an object is its URL; only local files go by name, their paths differ by worker
         changes = _what_changed(meta, content, settings)
         if restart or (list(changes) == ["[api] base_url"] and not _applied_anything(config, db, other)):
             _abandon(db, other, meta.get("job_id", "?"))
@@ -109,7 +116,7 @@ def _abandon(db: Any, key: str, job_id: str) -> None:
 
 def _set_aside(db: Any, key: str) -> None:
     """--restart: the job's rows move under another name (kept, as the SQLite journal is)."""
-    aside = f"{key}~before-restart-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    aside = f"{key}~before-restart-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
     with db.transaction():
         for table in JOB_TABLES:
             db.execute(f"UPDATE {table} SET job = %s WHERE job = %s", (aside, key))

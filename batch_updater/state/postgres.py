@@ -95,7 +95,7 @@ def connect(settings: StateSettings, purpose: str) -> Any:
     """A connection (autocommit) with TCP keepalives, so that a worker that vanished loses
     its session, and its locks, within a minute or so; a failure is one line, exit 3."""
     db = _connected(settings, purpose)
-    _create_schema(db)
+    _create_schema(db, settings)
     return db
 
 
@@ -115,9 +115,15 @@ def _connected(settings: StateSettings, purpose: str) -> Any:
     password = settings.password.reveal()
     options: dict[str, Any] = {"password": password} if password else {}
     try:
-        return psycopg.connect(settings.url or "", autocommit=True, connect_timeout=10,
-                               application_name=f"batch-updater {purpose}", keepalives=1, keepalives_idle=30,
-                               keepalives_interval=10, keepalives_count=3, **options)
+        db = psycopg.connect(settings.url or "", autocommit=True, connect_timeout=10,
+                             application_name=f"batch-updater {purpose}", keepalives=1, keepalives_idle=30,
+                             keepalives_interval=10, keepalives_count=3, **options)
+        # The client's keepalives find a dead server; the server's (these) find a dead worker,
+        # whose session, and its job's lock, would otherwise stay for the OS's two hours.
+        db.execute("SELECT set_config('tcp_keepalives_idle', '30', false),"
+                   " set_config('tcp_keepalives_interval', '10', false),"
+                   " set_config('tcp_keepalives_count', '3', false)")
+        return db
     except psycopg.Error as exc:
         raise StateUnavailable(f"cannot connect to the job state in PostgreSQL at {where(settings)}"
                                f" ({_one_line(exc, password)}); check [state] url and {_PASSWORD_HINT}") from None
@@ -150,10 +156,23 @@ def _reported(method: Callable[..., T]) -> Callable[..., T]:
     return guarded
 
 
-def _create_schema(db: Any) -> None:
-    with db.transaction():
-        db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        db.execute(_SCHEMA)
+def _create_schema(db: Any, settings: StateSettings) -> None:
+    """The tables, when one is missing: CREATE is checked even for a table that exists, so a
+    user without it (the tables made by another) must not ask."""
+    import psycopg
+
+    tables = [*JOB_TABLES, "bu_synced"]
+    try:
+        if db.execute("SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) AS t",
+                      (tables,)).fetchone()[0]:
+            return
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            db.execute(_SCHEMA)
+    except psycopg.Error as exc:
+        raise StateUnavailable(f"cannot make the job state's tables in PostgreSQL at {where(settings)}"
+                               f" ({_one_line(exc, settings.password.reveal())}): the first run needs"
+                               " CREATE on the schema, or a user who has it runs once") from None
 
 
 def ack_log_path(settings: StateSettings, job_key: str) -> Path:
