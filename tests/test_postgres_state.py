@@ -226,6 +226,27 @@ def test_a_database_that_goes_away_mid_run_aborts_with_one_line(tmp_path, sandbo
     assert len(customer_puts(server)) < 200  # nothing was sent once the marks could not be written
 
 
+def test_the_journals_connection_lost_alone_stops_the_run(tmp_path, sandbox_server, state_url, environ,
+                                                          pg_cluster):  # noqa: F811
+    """The lock's session lives on, so marks are still committed; but no answer can be: the run
+    stops (exit 3) instead of sending for hours what a resume elsewhere would send again."""
+    server = sandbox_server()
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(300)])
+    config = write_config(tmp_path, server.url, state={"url": state_url}, limits={"rate_per_minute": 1200})
+    run = _start(environ, "run", str(source), "--config", str(config))
+    wait_for_requests(server, 5)
+    with pg_cluster.admin() as db:
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                   " AND application_name = 'batch-updater journal'", (state_url.rsplit("/", 1)[1],))
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 3, err
+    assert "job state in PostgreSQL at 127.0.0.1/" in err and "Traceback" not in err
+    assert len(customer_puts(server)) < 100, "it stopped within seconds, not at the end of the file"
+    resumed = _run(environ, "run", str(source), "--config", str(config), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _reported_rows(json.loads(resumed.stdout)) == list(range(2, 302))
+
+
 @pytest.mark.slow
 def test_the_benchmark_runs(tmp_path, pg_cluster):  # noqa: F811 - its cluster: skipped without one
     script = Path(__file__).resolve().parent.parent / "bench" / "bench_pg_state.py"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..config import Config
+from ..errors import RunAborted
 from ..outcomes import RowOutcome, Status
 from ..output.logs import log
 from ..output.progress import Progress, ProgressWatch
@@ -80,7 +81,8 @@ async def send_chunks(chunks: Iterator[PreparedChunk], journal: Journal, config:
                       add_limiter=add_limiter)
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="group-commit")
     stores = [journal] + ([changes.state] if changes else [])
-    background = [asyncio.create_task(flush_every(store.flush, FLUSH_SECONDS, writer)) for store in stores]
+    background = [asyncio.create_task(flush_every(store.flush, FLUSH_SECONDS, writer, pool.abort))
+                  for store in stores]
     background.append(asyncio.create_task(watch.run(pool.stats)))
     background.append(asyncio.create_task(_keep_minutes(pool, journal, run_id)))
     loop = asyncio.get_running_loop()
@@ -107,7 +109,11 @@ async def _keep_minutes(pool: WorkerPool, journal: Journal, run_id: str) -> None
     """The minutes that are over go to the journal: a killed run keeps its charts."""
     while True:
         await asyncio.sleep(MINUTES_EVERY)
-        journal.record_minutes(run_id, pool.timeline.take())
+        try:
+            journal.record_minutes(run_id, pool.timeline.take())
+        except RunAborted as exc:  # PostgreSQL gone: the run stops, as for a failed commit
+            pool.abort(str(exc))
+            return
 
 
 async def _feed(pool: WorkerPool, chunks: Iterator[PreparedChunk], journal: Journal, books: _Books) -> None:

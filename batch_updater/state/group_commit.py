@@ -9,19 +9,28 @@ import ctypes
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ..errors import RunAborted
 from ..output.logs import log
 
 
-async def flush_every(flush: Callable[[], None], seconds: float, writer: ThreadPoolExecutor) -> None:
+async def flush_every(flush: Callable[[], None], seconds: float, writer: ThreadPoolExecutor,
+                      on_lost: Callable[[str], None]) -> None:
     """Group commits (of the journal; of the state store), off the event loop's thread:
     SQLite runs there without the GIL while the loop goes on sending, and the loop never
     waits for a commit. Each store's commits run one after another, in order; the two
-    stores' side by side, so a long state store write never holds the journal's back."""
+    stores' side by side, so a long state store write never holds the journal's back.
+
+    A store that is gone (RunAborted: PostgreSQL's connection lost; it does not reconnect)
+    calls `on_lost` with why: sending on while nothing is committed would only grow what a
+    resume elsewhere must send again."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(seconds)
         try:
             await loop.run_in_executor(writer, _flush_and_trim, flush)
+        except RunAborted as exc:
+            on_lost(str(exc))
+            return
         except Exception as exc:  # e.g. a disk full for a moment: the rows wait for the next commit
             log.warning("a group commit failed (%s); trying again", exc)
 

@@ -144,7 +144,8 @@ def failed(settings: StateSettings, exc: BaseException) -> StateUnavailable:
 
 
 def _reported(method: Callable[..., T]) -> Callable[..., T]:
-    """A PgJournal method whose database error (the server went away) becomes one line, exit 3."""
+    """A PgJournal or PgSyncState method whose database error (the server went away) becomes
+    one line, exit 3."""
     @functools.wraps(method)
     def guarded(self, *args, **kwargs):
         import psycopg
@@ -436,6 +437,7 @@ class PgSyncState(SyncState):
         self._pg_reader = connect(settings, "state lookups")
         self._init_writes()
 
+    @_reported
     def stored(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not len(keys):
             return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
@@ -447,6 +449,7 @@ class PgSyncState(SyncState):
         known[np.asarray(unknown or [], dtype=np.int64)] = False
         return known, np.array(digests, dtype=np.int64)
 
+    @_reported
     def _commit(self, forgotten: list[int], remembered: dict[int, int | None]) -> None:
         with self._pg.transaction():
             if forgotten:
@@ -459,10 +462,12 @@ class PgSyncState(SyncState):
                     " %s::bigint[]) AS c(k, d) ON CONFLICT (key) DO UPDATE SET digest = excluded.digest,"
                     " updated = excluded.updated", (now, *(list(c) for c in zip(*kept))))
 
+    @_reported
     def forget_all(self) -> int:
         self.flush_all()
         return self._pg.execute("DELETE FROM bu_synced").rowcount
 
+    @_reported
     def close(self) -> None:
         try:
             self.flush_all()
@@ -470,10 +475,12 @@ class PgSyncState(SyncState):
             self._pg_reader.close()
             self._pg.close()
 
+    @_reported
     def forget_keys(self, keys) -> int:
         self.flush_all()
         return self._pg.execute("DELETE FROM bu_synced WHERE key = ANY(%s::bigint[])", (list(keys),)).rowcount
 
+    @_reported
     def stats(self) -> dict[str, object]:
         count, oldest, newest = self._pg.execute(
             "SELECT COUNT(*), MIN(updated), MAX(updated) FROM bu_synced").fetchone()
