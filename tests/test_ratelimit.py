@@ -255,3 +255,21 @@ def test_random_scenarios_keep_every_guarantee(limit, window, burst, late, ops):
         assert_spacing(starts, window / limit, burst)  # never faster than the configured rate
     for before, until in pauses:
         assert all(s >= until - EPS for s in starts[before:])
+
+
+@pytest.mark.parametrize("told", [True, False])
+async def test_a_start_that_went_late_counts_from_when_it_went(told):
+    """Requests held back after their slots (a stalled commit of their in-flight marks) reach
+    the server together, later: told so, the guard keeps every window of what the server
+    sees at the limit; not told, the next window holds more (what the test shows can fail)."""
+    limiter, clock = make(10, 10.0, burst=10)
+    held = []
+    for _ in range(10):
+        await limiter.acquire()
+        held.append(limiter.last_start)
+    clock.now += 3.0  # the stall
+    for start in held:
+        if told:
+            limiter.went_late(start)
+    sent = [clock.now] * len(held) + await run_for(limiter, clock, 40.0)
+    assert (max_in_window(sent, 10.0) <= 10) is told

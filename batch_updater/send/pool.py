@@ -292,7 +292,7 @@ class WorkerPool:
         if limiter.try_acquire():
             marked = self._on_send(payload)
             if marked is not None:
-                return self._after_mark(marked, row)
+                return self._after_mark(marked, limiter, row)
             row.sent_at = time.monotonic()
             return None
         return self._wait_for_slot(payload, limiter, row)
@@ -302,12 +302,16 @@ class WorkerPool:
             raise _Halted
         marked = self._on_send(payload)
         if marked is not None:
-            await marked
+            await self._after_mark(marked, limiter, row)
+            return
         row.sent_at = time.monotonic()
 
     @staticmethod
-    async def _after_mark(marked: Awaitable[None], row: _Tries) -> None:
+    async def _after_mark(marked: Awaitable[None], limiter: RateLimiter, row: _Tries) -> None:
+        """A mark committed by another thread (PostgreSQL): the request goes when it is."""
+        start = limiter.last_start
         await marked  # a failed mark raises RunAborted: the request does not go out
+        limiter.went_late(start)
         row.sent_at = time.monotonic()
 
     def _halted(self, payload: Payload, row: _Tries) -> RowOutcome | None:

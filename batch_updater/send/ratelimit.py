@@ -142,6 +142,28 @@ class RateLimiter:
             while starts[0] <= horizon:
                 starts.popleft()
 
+    @property
+    def last_start(self) -> float:
+        """The start just recorded: read it right after ``acquire()`` or ``try_acquire()``."""
+        return self._starts[-1]
+
+    def went_late(self, start: float) -> None:
+        """The request of the start recorded at ``start`` went out only now (it waited after
+        its slot, e.g. for its row's in-flight mark to commit): the guard counts it from now,
+        as the server will, so the window after a stall is not over the limit."""
+        starts = self._starts
+        for i in range(len(starts) - 1, -1, -1):  # among the last few: starts since are few
+            if starts[i] == start:
+                del starts[i]
+                break
+        else:
+            return
+        now = self._clock()
+        at = len(starts)
+        while at and starts[at - 1] > now:
+            at -= 1
+        starts.insert(at, now)
+
     async def __aenter__(self) -> None:
         await self.acquire()
 
