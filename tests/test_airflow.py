@@ -38,5 +38,7 @@ def test_the_earlier_import_path_still_works_with_a_warning():
 def test_a_postgres_connection_becomes_the_state_url():
     assert state_url("db.internal", 5433, "jobs", "batch") == "postgresql://batch@db.internal:5433/jobs"
     assert state_url("db", None, None, None) == "postgresql://db/postgres"
+    assert state_url("::1", 5432, "jobs", "b", {"sslmode": "verify-full", "sslrootcert": "/ca.pem", "x": 1}) == (
+        "postgresql://b@[::1]:5432/jobs?sslmode=verify-full&sslrootcert=%2Fca.pem")  # libpq's, not others
     extras = {"state_url": "postgresql://batch@db/jobs"}
     assert connection_overrides("https://x", "till", extras)["state.url"] == "postgresql://batch@db/jobs"

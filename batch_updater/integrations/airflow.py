@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from ..config import PASSWORD_ENV, STATE_PASSWORD_ENV, load_config
 
@@ -49,10 +49,19 @@ def connection_overrides(host: str | None, login: str | None,
     return overrides
 
 
-def state_url(host: str | None, port: int | None, schema: str | None, login: str | None) -> str:
+# A Postgres connection's extras that are libpq's connection parameters (TLS, timeouts).
+LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "options",
+                "target_session_attrs")
+
+
+def state_url(host: str | None, port: int | None, schema: str | None, login: str | None,
+              extras: Mapping[str, Any] | None = None) -> str:
     """An Airflow Postgres connection's fields as [state] url (its password goes apart)."""
     user = f"{quote(login, safe='')}@" if login else ""
-    return f"postgresql://{user}{host or ''}{f':{port}' if port else ''}/{schema or 'postgres'}"
+    address = f"[{host}]" if host and ":" in host else (host or "")
+    query = urlencode({k: str(v) for k, v in (extras or {}).items() if k in LIBPQ_EXTRAS and v not in (None, "")})
+    return f"postgresql://{user}{address}{f':{port}' if port else ''}/{schema or 'postgres'}" + (
+        f"?{query}" if query else "")
 
 
 def run_task(input_path: str, *, host: str | None, login: str | None, password: str | None,
@@ -148,7 +157,7 @@ def _operator_class():
             if not self.state_conn_id:
                 return None  # the Capillary connection's extra state_url, if any, applies
             state = BaseHook.get_connection(self.state_conn_id)
-            return state_url(state.host, state.port, state.schema, state.login), state.password
+            return state_url(state.host, state.port, state.schema, state.login, state.extra_dejson), state.password
 
     BatchUpdaterOperator.__module__ = __name__
     globals()["BatchUpdaterOperator"] = BatchUpdaterOperator
