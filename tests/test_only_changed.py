@@ -48,6 +48,24 @@ def test_the_second_run_sends_nothing_and_a_change_sends_exactly_the_changed_row
     assert (third["requests"], third["success"], third["skipped"]) == (30, 30, 2970)
 
 
+def test_a_stopped_and_resumed_run_remembers_what_its_first_part_sent(tmp_path, sandbox_server):
+    """The resumed run prepares every row again (and so forgets each customer until its
+    answer): the rows the stopped run settled keep their answers in the state too."""
+    server = sandbox_server(customers=1000)
+    source = write_csv(tmp_path / "export.csv", HEADER, _rows(600))
+    config = str(write_config(tmp_path, server.url, limits={"rate_per_minute": 12_000, "concurrency": 8}))
+    stopped = CliRunner().invoke(main, ["run", str(source), "--config", config, "--max-runtime", "1", "--json"])
+    assert stopped.exit_code == 4, stopped.output
+    assert 0 < json.loads(stopped.stdout)["success"] < 600
+    resumed = _run(str(source), "--config", config)
+    assert resumed["success"] == 600 and len(customer_puts(server)) == 600
+    stats = CliRunner().invoke(main, ["state", "stats", "--config", config])
+    assert ": 600 customers" in stats.output, stats.output
+    shutil.copy(source, tmp_path / "next-night.csv")
+    night = _run(str(tmp_path / "next-night.csv"), "--config", config, "--only-changed")
+    assert (night["requests"], night["skipped"]) == (0, 600)
+
+
 def test_full_sends_everything_and_refreshes_the_state(tmp_path, sandbox_server):
     server = sandbox_server()
     source = write_csv(tmp_path / "export.csv", HEADER, _rows(20))

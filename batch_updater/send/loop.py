@@ -130,6 +130,7 @@ async def _feed(pool: WorkerPool, chunks: Iterator[PreparedChunk], journal: Jour
                 if outcome.row not in settled:
                     books.decided(outcome)
             skip_unchanged(prepared, settled, journal, books.progress)
+            books.settled_earlier([payload.row for payload in prepared.payloads if payload.row in settled])
             for payload in unfinished(prepared.payloads, states, settled, books.earlier):
                 if pool.halted:
                     break
@@ -152,6 +153,18 @@ class _Books:
         """An outcome decided before sending (a validation error, a skip)."""
         self.journal.record(outcome)
         self.progress.count(outcome)
+
+    def settled_earlier(self, rows: list[int]) -> None:
+        """Rows an earlier run of the job settled: preparing the chunk forgot their customers in
+        the --only-changed state, as for every row to send; their earlier answers decide again
+        (else a resumed job's next night would send them all, unchanged)."""
+        if not self.changes or not rows:
+            return
+        earlier = self.journal.outcomes(rows[0], rows[-1])
+        for row in rows:
+            outcome = earlier.get(row)
+            self.changes.answered(row, outcome is not None and outcome.status is Status.SUCCESS
+                                  and not outcome.api_warned)
 
     def sending(self, payload: Payload) -> Awaitable[None] | None:
         if payload.row in self.earlier.unsettled:
