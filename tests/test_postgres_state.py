@@ -306,3 +306,23 @@ def test_the_server_finds_a_vanished_worker_within_a_minute(state_url):
     with connect(StateSettings(None, False, state_url, Secret(PASSWORD)), "test") as db:
         assert [db.execute(f"SHOW {name}").fetchone()[0] for name in
                 ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")] == ["30", "10", "3"]
+
+
+def test_a_user_who_may_not_create_the_tables_is_told_by_check_and_run(tmp_path, sandbox_server, environ,
+                                                                       pg_cluster):  # noqa: F811
+    url = pg_cluster.new_database()  # owned by USER; its tables not made yet
+    with pg_cluster.admin(url.rsplit("/", 1)[1]) as db:
+        db.execute("DROP ROLE IF EXISTS no_create")
+        db.execute("CREATE ROLE no_create LOGIN PASSWORD 'nc-pass'")  # PG 15: no CREATE on public
+    from batch_updater.check import check_setup
+
+    server = sandbox_server()
+    config = write_config(tmp_path, server.url, state={"url": url.replace("batch@", "no_create@")})
+    steps = {s.name: s for s in check_setup(config, environ={"BATCH_UPDATER_STATE_PASSWORD": "nc-pass"})}
+    assert steps["state"].status == "fail"
+    assert "no_create may not create them in schema public: GRANT CREATE ON SCHEMA public TO no_create" in \
+        steps["state"].detail
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(1)]])
+    ran = _run({**environ, "BATCH_UPDATER_STATE_PASSWORD": "nc-pass"}, "run", str(source), "--config", str(config))
+    assert ran.returncode == 3 and ran.stderr.count("\n") == 1, ran.stderr
+    assert "cannot make the job state's tables" in ran.stderr and "internal error" not in ran.stderr

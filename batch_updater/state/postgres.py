@@ -104,9 +104,19 @@ def probe(settings: StateSettings) -> str:
     are there yet; StateUnavailable when it cannot be reached or refuses the login."""
     with _connected(settings, "check") as db:
         version = db.execute("SHOW server_version").fetchone()[0]
-        made = db.execute("SELECT to_regclass('bu_meta') IS NOT NULL").fetchone()[0]
-    tables = "its tables are there" if made else "its tables are made by the first run (CREATE on the schema)"
-    return f"PostgreSQL {version} at {where(settings)}: {tables}"
+        made = db.execute("SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) AS t",
+                          ([*JOB_TABLES, "bu_synced"],)).fetchone()[0]
+        user, schema, may_create = db.execute(
+            "SELECT current_user, current_schema(),"
+            " coalesce(has_schema_privilege(current_schema(), 'CREATE'), false)").fetchone()
+    if made:
+        return f"PostgreSQL {version} at {where(settings)}: its tables are there"
+    if not may_create:
+        raise StateUnavailable(f"PostgreSQL at {where(settings)}: the job state's tables are not there yet and"
+                               f" {user} may not create them in schema {schema or '(none on the search_path)'}:"
+                               f" GRANT CREATE ON SCHEMA {schema or 'public'} TO {user}, or let a user who may"
+                               " run once")
+    return f"PostgreSQL {version} at {where(settings)}: the first run makes its tables"
 
 
 def _connected(settings: StateSettings, purpose: str) -> Any:
@@ -173,7 +183,8 @@ def _create_schema(db: Any, settings: StateSettings) -> None:
     except psycopg.Error as exc:
         raise StateUnavailable(f"cannot make the job state's tables in PostgreSQL at {where(settings)}"
                                f" ({_one_line(exc, settings.password.reveal())}): the first run needs"
-                               " CREATE on the schema, or a user who has it runs once") from None
+                               " CREATE on the schema (GRANT CREATE ON SCHEMA ... TO the user), or a user who"
+                               " has it runs once") from None
 
 
 def ack_log_path(settings: StateSettings, job_key: str) -> Path:
