@@ -7,6 +7,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -71,6 +72,7 @@ class RunSummary:
     achieved_add_rate_per_minute: float = 0.0
     add_rate_limit_per_minute: int | None = None
     normalised: dict[str, int] = field(default_factory=dict)  # column -> values rewritten before validation
+    upload_url: str | None = None    # [output] dir on object storage: where the run's reports go when it ends
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -96,6 +98,12 @@ class RunFacts:
     dry_run: bool = False
     resumed: bool = False
     shard: str | None = None
+
+
+def _upload_url(config: Config, run_folder: Path) -> str | None:
+    """The run folder's URL on object storage (output/upload.py puts it there), or None."""
+    url = config.output.url
+    return f"{url.rstrip('/')}/{run_folder.parent.name}/{run_folder.name}/" if url else None
 
 
 def summarise(config: Config, facts: RunFacts, paths: ReportPaths, counts: ReportCounts,
@@ -126,7 +134,8 @@ def summarise(config: Config, facts: RunFacts, paths: ReportPaths, counts: Repor
         add_requests=sent.add_requests,
         achieved_add_rate_per_minute=_per_minute(sent.add_requests,
                                                  max(sent.seconds, config.create_limits.window_seconds)),
-        add_rate_limit_per_minute=add_limit_per_minute(config), normalised=sent.normalised)
+        add_rate_limit_per_minute=add_limit_per_minute(config), normalised=sent.normalised,
+        upload_url=_upload_url(config, paths.summary.parent))
 
 
 def outcome_of(counts: ReportCounts, sent: SendResult) -> tuple[int, RunStatus]:
@@ -175,8 +184,6 @@ def log_end(summary: RunSummary) -> None:
 
 def human_summary(s: RunSummary) -> str:
     """The lines the CLI prints at the end of a run."""
-    from pathlib import Path
-
     from .output.tallies import describe_groups
 
     lines = [f"job {s.job_id} finished at {s.finished}: nothing sent (run the same command with --restart"
@@ -205,6 +212,9 @@ def human_summary(s: RunSummary) -> str:
                      " command again to send them")
     lines.append(f"reports: {Path(s.reports['summary']).parent}/ (success.csv, errors.csv, skipped.csv)")
     lines.append(f"summary: {s.reports['summary']}")
+    if s.upload_url and s.status != RunStatus.DRY_RUN:
+        lines.append(f"uploaded to: {s.upload_url} (the reports, summary.json and report.html; latest.json"
+                     " beside the job folders)")
     return "\n".join(lines)
 
 

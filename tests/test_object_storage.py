@@ -114,7 +114,8 @@ def test_a_local_input_writes_its_reports_to_s3_with_a_latest_pointer(tmp_path, 
     names = {path.rsplit("/", 1)[1] for path in s3.fs.ls(run_url)}
     assert {"summary.json", "success.csv", "errors.csv", "skipped.csv", "report.html"} <= names
     assert "journal.sqlite" not in names
-    assert orjson.loads(s3.fs.cat_file(latest["summary"]))["success"] == 4
+    uploaded = orjson.loads(s3.fs.cat_file(latest["summary"]))
+    assert uploaded["success"] == 4 and uploaded["upload_url"] == run_url + "/"
     staged = tmp_path / "home" / ".cache" / "batch-updater" / "outputs" / "s3" / s3.bucket / "batch-updater"
     assert (staged / f"customers-{ran.summary['job_id']}" / "journal.sqlite").is_file()
 

@@ -19,7 +19,7 @@ SUMMARY_KEYS = {
     "achieved_rate_per_minute", "rate_limit_per_minute", "reason", "reports", "config", "resumed",
     "replayed", "shard", "to_send_again", "sent_again", "warnings", "updated_with_warnings", "top_errors",
     "mode", "updated", "created", "create_errors", "add_requests", "achieved_add_rate_per_minute",
-    "add_rate_limit_per_minute", "normalised",
+    "add_rate_limit_per_minute", "normalised", "upload_url",
 }
 
 
