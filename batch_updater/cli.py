@@ -312,9 +312,10 @@ def jobs(config_path: str | None, output_dir: str | None, as_json: bool) -> None
     def work():
         from .state.stores import job_records
 
-        return job_records(_state_config(config_path, output_dir))
+        config = _state_config(config_path, output_dir)
+        return config.output.url, *job_records(config)
 
-    folder, records = _guarded(work)
+    url, folder, records = _guarded(work)
     if as_json:
         from dataclasses import asdict
 
@@ -324,12 +325,20 @@ def jobs(config_path: str | None, output_dir: str | None, as_json: bool) -> None
         return
     if not records:
         where = folder if folder.startswith("PostgreSQL ") else f"{folder}/"
+        if url and not folder.startswith("PostgreSQL "):
+            where += f" (the staging folder of {url}: the jobs run on this machine; with [state] url, every worker's)"
         click.echo(f"no jobs in {where} (pass --config or --output-dir for another folder)")
         return
     click.echo(_table(["file", "job", "status", "rows", "updated", "errors", "last run", "exit"],
-                      [[Path(r.input).name, r.job_id, r.status, _count(r.rows), _count(r.success),
+                      [[_file_label(r), r.job_id, r.status, _count(r.rows), _count(r.success),
                         _count(r.errors), r.last_run.removeprefix("run-") or "-",
                         "-" if r.exit_code is None else str(r.exit_code)] for r in records]))
+
+
+def _file_label(record) -> str:
+    """The input's name, and its shard when the job is one: 'night.csv (shard 1/2)'."""
+    shard = re.search(r"-shard(\d+)of(\d+)-[0-9a-f]+$", Path(record.folder).name)
+    return Path(record.input).name + (f" (shard {shard[1]}/{shard[2]})" if shard else "")
 
 
 def _count(value: int | None) -> str:

@@ -204,7 +204,7 @@ def human_summary(s: RunSummary) -> str:
                 f" {s.add_rate_limit_per_minute})" if s.mode == "upsert" else "")
         lines.append(f"{s.requests:,} requests in {s.duration_seconds:.1f} s at"
                      f" {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute}){adds};"
-                     f" {s.retries} retries, {s.throttled} throttled, {s.in_doubt} rows in doubt")
+                     f" {s.retries} retries, {s.throttled} throttled, {_rows(s.in_doubt)} in doubt")
     if s.reason:
         lines.append(f"{'aborted' if s.exit_code == 3 else 'stopped'}: {s.reason}")
     if s.to_send_again and not s.replayed:
@@ -216,6 +216,10 @@ def human_summary(s: RunSummary) -> str:
         lines.append(f"uploaded to: {s.upload_url} (the reports, summary.json and report.html; latest.json"
                      " beside the job folders)")
     return "\n".join(lines)
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row{'' if count == 1 else 's'}"
 
 
 def _outcome_line(s: RunSummary) -> str:

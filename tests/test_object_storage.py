@@ -457,3 +457,10 @@ def test_an_object_of_the_same_name_elsewhere_is_another_job(tmp_path, s3, pg_cl
     first = _run(f"s3://{s3.bucket}/in/customers.csv", "--config", config)
     other = _run(f"s3://{s3.bucket}-b/in/customers.csv", "--config", config)
     assert (first.code, other.code) == (3, 3), other.stderr  # both aborted (nothing listens), neither refused
+
+
+def test_jobs_of_an_s3_output_say_they_are_this_machines(tmp_path, s3):
+    listed = CliRunner().invoke(main, ["jobs", "--output-dir", f"{s3.url}/reports"])
+    assert listed.exit_code == 0, listed.output
+    assert f"(the staging folder of {s3.url}/reports: the jobs run on this machine; with [state] url," \
+           " every worker's)" in listed.output

@@ -316,3 +316,22 @@ def test_only_changed_does_not_remember_a_row_the_api_applied_with_warnings(tmp_
     assert sorted(r["_row"] for r in read_report(second["reports"]["success"])) == ["2", "3"]
     code, third = _run_json(source, config, "--only-changed", "--restart", "--fail-on-warnings")
     assert code == 1 and third["errors"] == 2
+
+
+def test_the_summary_line_says_how_many_causes_it_leaves_out():
+    from batch_updater.output.tallies import describe_groups
+
+    groups = [{"stage": "api", "code": str(8000 + i), "message": "m", "count": 5 - i, "example_row": i + 2}
+              for i in range(5)]
+    assert describe_groups(groups).endswith("; and 2 more causes (summary.json top_errors, errors.csv)")
+    assert "more" not in describe_groups(groups[:3])
+
+
+def test_jobs_names_each_shard(tmp_path, sandbox_server):
+    server = sandbox_server()
+    config = write_config(tmp_path, server.url)
+    source = write_csv(tmp_path / "night.csv", ["identifierValue"], [[mobile(i)] for i in range(6)])
+    for k in (1, 2):
+        assert _cli("run", source, "--config", config, "--shard", f"{k}/2").exit_code == 0
+    listed = _cli("jobs", "--config", config).stdout
+    assert "night.csv (shard 1/2)" in listed and "night.csv (shard 2/2)" in listed

@@ -78,6 +78,9 @@ def describe_groups(groups: list[dict], limit: int = 3) -> str:
     for g in groups[:limit]:
         label = " ".join(filter(None, (g["code"], g["message"]))) or g["stage"]
         parts.append(f"{label} x {g['count']:,} (e.g. row {g['example_row']})")
+    more = len(groups) - limit
+    if more > 0:  # summary.json's top_errors has them (up to TOP_GROUPS), errors.csv every row
+        parts.append(f"and {more} more cause{'s' if more > 1 else ''} (summary.json top_errors, errors.csv)")
     return "; ".join(parts)
 
 

@@ -198,7 +198,7 @@ def _refuse_changed_input(config: Config, resolved: str, job_id: str, restart: b
                             for name, before in changes.items()) or "the file or the settings"
         raise InputError(
             f"{resolved}: {changed} changed since job {meta.get('job_id')} stopped unfinished"
-            f" ({journal_path.parent}); restore them to resume that job, or run with --restart to"
+            f" ({journal_path.parent}); undo the change to resume that job, or run with --restart to"
             " start over with the file and settings as they are now")
 
 

@@ -92,7 +92,7 @@ def _refuse_changed_input(config: Config, db: Any, named: str, key: str, job_id:
                             for name, before in changes.items()) or "the file or the settings"
         raise InputError(
             f"{named}: {changed} changed since job {meta.get('job_id')} stopped unfinished"
-            " (its state is in PostgreSQL); restore them to resume that job, or run with --restart to"
+            " (its state is in PostgreSQL); undo the change to resume that job, or run with --restart to"
             " start over with the file and settings as they are now")
 
 
