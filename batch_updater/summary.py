@@ -202,8 +202,7 @@ def human_summary(s: RunSummary) -> str:
     if s.status != RunStatus.DRY_RUN:
         adds = (f" ({s.add_requests:,} adds at {s.achieved_add_rate_per_minute:.0f}/min, limit"
                 f" {s.add_rate_limit_per_minute})" if s.mode == "upsert" else "")
-        lines.append(f"{s.requests:,} requests in {s.duration_seconds:.1f} s at"
-                     f" {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute}){adds};"
+        lines.append(f"{s.requests:,} requests in {s.duration_seconds:.1f} s {_pace(s)}{adds};"
                      f" {s.retries} retries, {s.throttled} throttled, {_rows(s.in_doubt)} in doubt")
     if s.reason:
         lines.append(f"{'aborted' if s.exit_code == 3 else 'stopped'}: {s.reason}")
@@ -216,6 +215,16 @@ def human_summary(s: RunSummary) -> str:
         lines.append(f"uploaded to: {s.upload_url} (the reports, summary.json and report.html; latest.json"
                      " beside the job folders)")
     return "\n".join(lines)
+
+
+def _pace(s: RunSummary) -> str:
+    """'at 598/min (limit 600)'; a run shorter than one window has no rate to set against the
+    limit (its requests all fit in one window): it says so instead of a rate that looks low."""
+    limits = s.config.get("limits", {})
+    window = limits.get("window_seconds") or 60
+    if s.duration_seconds < window and limits.get("rate_per_minute"):
+        return f"(within one {window:g} s window: the limit is {limits['rate_per_minute']} per window)"
+    return f"at {s.achieved_rate_per_minute:.0f}/min (limit {s.rate_limit_per_minute})"
 
 
 def _rows(count: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -11,6 +12,7 @@ from conftest import mobile, write_config, write_csv
 from batch_updater.cli import main
 from batch_updater.outcomes import RowOutcome, Stage, Status
 from batch_updater.output.progress import Progress, ProgressDisplay
+from batch_updater.summary import RunSummary, human_summary
 
 SUMMARY_KEYS = {
     "exit_code", "status", "input", "job_id", "rows", "success", "errors", "skipped", "not_sent",
@@ -44,8 +46,12 @@ def test_human_summary_names_counts_rate_and_reports(tmp_path, sandbox_server):
     out = result.stdout
     assert out.startswith("2 rows: 1 updated, 1 errors (0 invalid, 1 refused by the API, 0 network), 0 skipped,"
                           " 0 not sent\n")
-    assert "requests in" in out and "(limit 60000)" in out
+    assert "requests in" in out and "(within one 60 s window: the limit is 60000 per window)" in out
     assert "reports: " in out and "summary: " in out
+    # a run longer than the window has a rate to set against the limit
+    summary = RunSummary.replayed_from((tmp_path / "out" / "latest" / "summary.json").read_text())
+    longer = human_summary(replace(summary, duration_seconds=90.0, achieved_rate_per_minute=598.0))
+    assert "2 requests in 90.0 s at 598/min (limit 60000)" in longer
 
 
 def test_progress_of_a_resumed_run_counts_its_own_pace_only():
