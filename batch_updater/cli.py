@@ -119,7 +119,7 @@ SENDING_ONLY = {"--base-url", "--auth", "--username", "--rate-per-minute", "--cr
                 "--max-attempts", "--ca-bundle", "--insecure", "--fail-on-warnings", "--already-enrolled"}
 # What `check` uses: where the API is and who we are to it.
 CHECK_OPTIONS = {"--base-url", "--source", "--account-id", "--identifier-name", "--auth", "--username",
-                 "--timeout-seconds", "--ca-bundle", "--insecure"}
+                 "--timeout-seconds", "--ca-bundle", "--insecure", "--output-dir"}
 
 
 def _option_name(flag: str) -> str:

@@ -128,6 +128,7 @@ def _reason(exc: Exception) -> str:
     if name == "FileExpired":  # s3fs reads with If-Match: the object was overwritten meanwhile
         return "the object changed while it was being read: run again with --restart to send its new content"
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"):
-        return "cannot reach the storage endpoint: check [storage] endpoint_url and the network"
+        return ("cannot reach the storage endpoint: check [storage] endpoint_url (in the --config given) and the"
+                " network")
     text = (str(exc).strip().splitlines() or [name])[0]
     return f"{name}: {text[:200]}"
