@@ -108,7 +108,7 @@ def _run(config: Config, input_path: str | Path, started: datetime, *, dry_run: 
                 replayed = RunSummary.replayed_from(job.journal.meta()["summary"])
                 _judged_otherwise(config, replayed)
                 publish_metrics(config, replayed, job_name(config, shown))  # the nightly run did run
-                upload_run(config, (job.folder / LATEST_LINK).resolve())  # an upload that failed then
+                upload_run(config, (job.folder / LATEST_LINK).resolve(), unless_there=True)  # one that failed then
                 return replayed
             facts = RunFacts(shown, job.id, started, resumed=job.resuming or job.finished,
                              shard=str(shard) if shard else None)

@@ -320,8 +320,12 @@ def test_a_rerun_uploads_what_a_failed_upload_left_behind(tmp_path, sandbox_serv
     other.write_bytes(_csv(1, start=5))
     time.sleep(1.1)  # run folders are named by the second they start in
     assert _run(str(other), "--config", config).code == 0
+    uploaded = s3.fs.info(latest["summary"])["LastModified"]
+    time.sleep(1.1)
     assert _run(str(source), "--config", config).code == 0
     assert orjson.loads(s3.fs.cat_file(f"{bucket}/r/latest.json"))["job"].startswith("others-")
+    s3.fs.invalidate_cache()
+    assert s3.fs.info(latest["summary"])["LastModified"] == uploaded, "a replay does not upload its run again"
 
 
 def test_shards_on_s3_merge_into_s3(tmp_path, sandbox_server, s3):

@@ -30,9 +30,11 @@ RUN_FILES = ("summary.json", "success.csv", "errors.csv", "skipped.csv")
 PUT_OPTIONS = {"s3": {"chunksize": 16 << 20, "max_concurrency": 2}}
 
 
-def upload_run(config: Config, run_folder: Path, *, latest: bool = True) -> str | None:
+def upload_run(config: Config, run_folder: Path, *, latest: bool = True, unless_there: bool = False) -> str | None:
     """Copy `run_folder` (a folder of the staging folder) to [output] dir's URL; with
-    `latest`, point <url>/latest.json at it. Returns the run's URL (None: no URL set)."""
+    `latest`, point <url>/latest.json at it; with `unless_there`, not when its summary.json
+    is there already (a replay: only an upload that failed then is made again). Returns the
+    run's URL (None: no URL set, or nothing to do)."""
     url = config.output.url
     if not url or not run_folder.is_dir():
         return None
@@ -40,6 +42,8 @@ def upload_run(config: Config, run_folder: Path, *, latest: bool = True) -> str 
     target = join(url, relative)
     fs = filesystem(url, config.storage)
     with storage_errors(url):
+        if unless_there and fs.exists(join(target, "summary.json")):
+            return None
         for path in sorted(run_folder.iterdir()):
             if path.is_file() and not path.is_symlink() and not path.name.startswith(NOT_UPLOADED):
                 fs.put_file(str(path), join(target, path.name), **PUT_OPTIONS.get(scheme(url), {}))
