@@ -121,25 +121,43 @@ def job_folder(config: Config, input_path: Path, job_id: str, shard: Shard | Non
     return Path(config.output.dir) / f"{stem}-{job_id}"
 
 
+@dataclass(frozen=True)
+class JobPlace:
+    """Who a job is (its id, the input's digest, the settings) and where its folder is."""
+
+    id: str
+    content: str
+    settings: dict[str, object]
+    folder: Path
+    input: str  # as the journal names it: the object's URL, or the file's full path
+
+
+def place_job(config: Config, input_path: Path, shard: Shard | None = None,
+              origin: Origin | None = None) -> JobPlace:
+    """The job of `input_path` (`origin`: the object on storage it is a copy of), its folder made."""
+    job_id, content, settings = _job_facts(input_path, config, shard, origin)
+    place = JobPlace(job_id, content, settings, job_folder(config, input_path, job_id, shard, origin),
+                     origin.url if origin else str(input_path.resolve()))
+    _make_private_dirs(place.folder)
+    return place
+
+
 def open_job(config: Config, input_path: Path, *, restart: bool = False, shard: Shard | None = None,
              origin: Origin | None = None) -> Job:
     """`origin`: the object on storage that `input_path` is a copy of (its identity)."""
-    job_id, content, settings = _job_facts(input_path, config, shard, origin)
-    folder = job_folder(config, input_path, job_id, shard, origin)
-    named = origin.url if origin else str(input_path.resolve())
-    _make_private_dirs(folder)
-    lock = _take_lock(folder / LOCK_NAME, job_id)
+    place = place_job(config, input_path, shard, origin)
+    lock = _take_lock(place.folder / LOCK_NAME, place.id)
     try:
-        _refuse_changed_input(config, named, job_id, restart, folder, content, settings)
-        journal_path = folder / JOURNAL_NAME
+        _refuse_changed_input(config, place.input, place.id, restart, place.folder, place.content, place.settings)
+        journal_path = place.folder / JOURNAL_NAME
         if restart and journal_path.exists():
             Journal(journal_path).close()  # takes in the logs a crashed run left, then removes them
             _set_aside(journal_path)
         journal = Journal(journal_path)
         status = JobStatus(journal.meta().get("status", JobStatus.NEW))
-        journal.set_meta(job_id=job_id, input=named, content_sha256=content,
-                         settings=orjson.dumps(settings, default=str).decode())
-        return Job(job_id, folder, journal, status, lock)
+        journal.set_meta(job_id=place.id, input=place.input, content_sha256=place.content,
+                         settings=orjson.dumps(place.settings, default=str).decode())
+        return Job(place.id, place.folder, journal, status, lock)
     except BaseException:
         lock.close()
         raise

@@ -22,7 +22,7 @@ from ..config import Config
 from ..errors import InputError, JobLocked
 from ..input.shards import Shard
 from ..storage import Origin, is_url
-from .jobs import UNFINISHED, Job, JobRecord, JobStatus, _job_facts, _make_private_dirs, _what_changed, job_folder
+from .jobs import UNFINISHED, Job, JobRecord, JobStatus, _what_changed, place_job
 from .postgres import JOB_TABLES, PgJournal, ack_log_path, connect, read_meta, set_meta
 
 
@@ -34,24 +34,21 @@ def lock_key(job_key: str) -> int:
 def open_pg_job(config: Config, input_path: Path, *, restart: bool = False, shard: Shard | None = None,
                 origin: Origin | None = None) -> Job:
     """`origin`: the object on storage that `input_path` is a copy of (its identity)."""
-    job_id, content, settings = _job_facts(input_path, config, shard, origin)
-    folder = job_folder(config, input_path, job_id, shard, origin)
-    named = origin.url if origin else str(input_path.resolve())
-    _make_private_dirs(folder)
-    key = folder.name
+    place = place_job(config, input_path, shard, origin)
+    key = place.folder.name
     db = connect(config.state, "lock")
     try:
-        _take_lock(db, key, job_id)
-        _refuse_changed_input(config, db, named, key, job_id, restart, content, settings)
+        _take_lock(db, key, place.id)
+        _refuse_changed_input(config, db, place.input, key, place.id, restart, place.content, place.settings)
         if restart and "job_id" in read_meta(db, key):
             PgJournal(config.state, key, db).close()  # takes in this host's log of a killed run
             _set_aside(db, key)
         _say_who_holds(db, key)
         journal = PgJournal(config.state, key, db)
         status = JobStatus(journal.meta().get("status", JobStatus.NEW))
-        journal.set_meta(job_id=job_id, input=named, content_sha256=content,
-                         settings=orjson.dumps(settings, default=str).decode(), folder=str(folder))
-        return Job(job_id, folder, journal, status, db)
+        journal.set_meta(job_id=place.id, input=place.input, content_sha256=place.content,
+                         settings=orjson.dumps(place.settings, default=str).decode(), folder=str(place.folder))
+        return Job(place.id, place.folder, journal, status, db)
     except BaseException:
         db.close()
         raise
