@@ -270,12 +270,16 @@ class Journal:
             self.give_up_unanswered()
             committed = True
         finally:
-            self._log.close()
-            self._acks.close()
-            if committed:
-                for path in (self._log_path, self._acks_path):
-                    path.unlink(missing_ok=True)
-            self._db.close()
+            self._release(committed)
+
+    def _release(self, committed: bool) -> None:
+        """close()'s files and connection; the logs go only once what they hold is committed."""
+        self._log.close()
+        self._acks.close()
+        if committed:
+            for path in (self._log_path, self._acks_path):
+                path.unlink(missing_ok=True)
+        self._db.close()
 
 
 def read_meta(path: Path) -> dict[str, str]:

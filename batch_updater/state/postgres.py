@@ -104,8 +104,7 @@ def probe(settings: StateSettings) -> str:
     are there yet; StateUnavailable when it cannot be reached or refuses the login."""
     with _connected(settings, "check") as db:
         version = db.execute("SHOW server_version").fetchone()[0]
-        made = db.execute("SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) AS t",
-                          ([*JOB_TABLES, "bu_synced"],)).fetchone()[0]
+        made = _tables_made(db)
         user, schema, may_create = db.execute(
             "SELECT current_user, current_schema(),"
             " coalesce(has_schema_privilege(current_schema(), 'CREATE'), false)").fetchone()
@@ -167,15 +166,18 @@ def _reported(method: Callable[..., T]) -> Callable[..., T]:
     return guarded
 
 
+def _tables_made(db: Any) -> bool:
+    return db.execute("SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) AS t",
+                      ([*JOB_TABLES, "bu_synced"],)).fetchone()[0]
+
+
 def _create_schema(db: Any, settings: StateSettings) -> None:
     """The tables, when one is missing: CREATE is checked even for a table that exists, so a
     user without it (the tables made by another) must not ask."""
     import psycopg
 
-    tables = [*JOB_TABLES, "bu_synced"]
     try:
-        if db.execute("SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) AS t",
-                      (tables,)).fetchone()[0]:
+        if _tables_made(db):
             return
         with db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -388,22 +390,17 @@ class PgJournal(Journal):
     def meta(self) -> dict[str, str]:
         return dict(self._query("SELECT key, value FROM bu_meta WHERE job = %s", (self._key,)))
 
-    def close(self) -> None:
-        committed = False
-        try:
-            self.flush()
-            self.give_up_unanswered()
-            committed = True
-        finally:
-            if self._marker is not None:
-                with self._marks_ready:
-                    self._marker_stop = True
-                    self._marks_ready.notify()
-                self._marker.join()
-            self._acks.close()
-            if committed:
-                self._acks_path.unlink(missing_ok=True)
-            self._pg.close()
+    def _release(self, committed: bool) -> None:
+        """close()'s marking thread, ack log and connection (the lock's session is Job.close's)."""
+        if self._marker is not None:
+            with self._marks_ready:
+                self._marker_stop = True
+                self._marks_ready.notify()
+            self._marker.join()
+        self._acks.close()
+        if committed:
+            self._acks_path.unlink(missing_ok=True)
+        self._pg.close()
 
 
 def set_meta(db: Any, key: str, values: dict[str, str], lock: threading.Lock | None = None) -> None:
