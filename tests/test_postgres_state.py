@@ -209,17 +209,26 @@ def test_the_airflow_task_keeps_its_state_in_the_state_connection(tmp_path, sand
     assert again["job_id"] == summary["job_id"] and len(customer_puts(server)) == 6  # replayed from PostgreSQL
 
 
-def test_a_database_that_goes_away_mid_run_aborts_with_one_line(tmp_path, sandbox_server, state_url, environ,
-                                                                 pg_cluster):  # noqa: F811
-    server = sandbox_server()
-    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(200)])
+def _terminated_mid_run(tmp_path, server, state_url: str, environ: dict, pg_cluster, *, rows: int,  # noqa: F811
+                        connection: str | None = None):
+    """A run against the sandbox whose database sessions (or only the one named `connection`)
+    the server ends once requests go out: its file, config, stderr and process."""
+    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(rows)])
     config = write_config(tmp_path, server.url, state={"url": state_url}, limits={"rate_per_minute": 1200})
     run = _start(environ, "run", str(source), "--config", str(config))
     wait_for_requests(server, 5)
     with pg_cluster.admin() as db:
-        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                   (state_url.rsplit("/", 1)[1],))
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                   " AND (%s::text IS NULL OR application_name = %s)",
+                   (state_url.rsplit("/", 1)[1], connection, connection))
     _, err = run.communicate(timeout=60)
+    return source, config, err, run
+
+
+def test_a_database_that_goes_away_mid_run_aborts_with_one_line(tmp_path, sandbox_server, state_url, environ,
+                                                                 pg_cluster):  # noqa: F811
+    server = sandbox_server()
+    _, _, err, run = _terminated_mid_run(tmp_path, server, state_url, environ, pg_cluster, rows=200)
     assert run.returncode == 3, err
     assert err.count("batch-updater: error: ") == 1 and err.endswith("run again to resume\n"), err
     assert "job state in PostgreSQL at 127.0.0.1/" in err and "Traceback" not in err
@@ -231,14 +240,8 @@ def test_the_journals_connection_lost_alone_stops_the_run(tmp_path, sandbox_serv
     """The lock's session lives on, so marks are still committed; but no answer can be: the run
     stops (exit 3) instead of sending for hours what a resume elsewhere would send again."""
     server = sandbox_server()
-    source = write_csv(tmp_path / "in.csv", ["identifierValue"], [[mobile(i)] for i in range(300)])
-    config = write_config(tmp_path, server.url, state={"url": state_url}, limits={"rate_per_minute": 1200})
-    run = _start(environ, "run", str(source), "--config", str(config))
-    wait_for_requests(server, 5)
-    with pg_cluster.admin() as db:
-        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
-                   " AND application_name = 'batch-updater journal'", (state_url.rsplit("/", 1)[1],))
-    _, err = run.communicate(timeout=60)
+    source, config, err, run = _terminated_mid_run(tmp_path, server, state_url, environ, pg_cluster, rows=300,
+                                                   connection="batch-updater journal")
     assert run.returncode == 3, err
     assert "job state in PostgreSQL at 127.0.0.1/" in err and "Traceback" not in err
     assert len(customer_puts(server)) < 100, "it stopped within seconds, not at the end of the file"
