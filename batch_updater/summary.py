@@ -102,8 +102,9 @@ class RunFacts:
 
 def _upload_url(config: Config, run_folder: Path) -> str | None:
     """The run folder's URL on object storage (output/upload.py puts it there), or None."""
-    url = config.output.url
-    return f"{url.rstrip('/')}/{run_folder.parent.name}/{run_folder.name}/" if url else None
+    from .output.upload import run_url  # storage's modules only where a URL is set
+
+    return run_url(config.output.url, run_folder) + "/" if config.output.url else None
 
 
 def summarise(config: Config, facts: RunFacts, paths: ReportPaths, counts: ReportCounts,

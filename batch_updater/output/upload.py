@@ -38,21 +38,30 @@ def upload_run(config: Config, run_folder: Path, *, latest: bool = True, unless_
     url = config.output.url
     if not url or not run_folder.is_dir():
         return None
-    relative = f"{run_folder.parent.name}/{run_folder.name}"  # <job folder>/<run folder>
-    target = join(url, relative)
+    target = run_url(url, run_folder)
     fs = filesystem(url, config.storage)
     with storage_errors(url):
         if unless_there and fs.exists(join(target, "summary.json")):
             return None
-        for path in sorted(run_folder.iterdir()):
-            if path.is_file() and not path.is_symlink() and not path.name.startswith(NOT_UPLOADED):
-                fs.put_file(str(path), join(target, path.name), **PUT_OPTIONS.get(scheme(url), {}))
+        _put_files(fs, [path for path in sorted(run_folder.iterdir())
+                        if not path.is_symlink() and not path.name.startswith(NOT_UPLOADED)], target)
         if latest and _newer_than_latest(fs, url, run_folder.name):
-            pointer = {"run": target, "summary": join(target, "summary.json"), "job": relative.split("/")[0],
+            pointer = {"run": target, "summary": join(target, "summary.json"), "job": run_folder.parent.name,
                        "uploaded": datetime.now(UTC).isoformat(timespec="seconds")}
             fs.pipe_file(join(url, LATEST), orjson.dumps(pointer, option=orjson.OPT_INDENT_2))
     log.info("reports uploaded to %s", target)
     return target
+
+
+def run_url(url: str, run_folder: Path) -> str:
+    """Where a run folder of the staging folder goes: <url>/<job folder>/<run folder>."""
+    return join(url, run_folder.parent.name, run_folder.name)
+
+
+def _put_files(fs, paths: Sequence[Path], target: str) -> None:
+    for path in paths:
+        if path.is_file():
+            fs.put_file(str(path), join(target, path.name), **PUT_OPTIONS.get(scheme(target), {}))
 
 
 def _newer_than_latest(fs, url: str, run_name: str) -> bool:
@@ -82,9 +91,7 @@ def upload_folder(folder: Path, url: str, settings: StorageSettings) -> None:
     """Every file of `folder` (merged reports) into `url`."""
     fs = filesystem(url, settings)
     with storage_errors(url):
-        for path in sorted(folder.iterdir()):
-            if path.is_file():
-                fs.put_file(str(path), join(url, path.name), **PUT_OPTIONS.get(scheme(url), {}))
+        _put_files(fs, sorted(folder.iterdir()), url)
 
 
 def fetch_run(url: str, settings: StorageSettings, into: Path) -> Path:
