@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from .errors import ConfigError
 from .input.columns import IDENTIFIER_NAMES, MULTI_ACCOUNT_SOURCES, SOURCES
@@ -594,18 +594,13 @@ def _proxy(text: str | None, origin: str, environ: Mapping[str, str],
     if not text:
         return None, password
     text = text.strip()
-    try:
-        parts = urlsplit(text if "://" in text else "http://" + text)  # host:port is http, as curl reads it
-        _ = parts.port  # ValueError when the port is not a number
-    except ValueError:
-        parts = None
+    parts = _split_url(text if "://" in text else "http://" + text)  # host:port is http, as curl reads it
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
         problems.append(f"{origin}: expected a proxy URL such as http://proxy.example.com:3128 or"
                         f" http://user@proxy.example.com:3128, got {masked_url(text)!r}")
         return None, password
-    userinfo, at, host = parts.netloc.rpartition("@")
-    user, _, in_url = userinfo.partition(":")
-    return f"{parts.scheme}://{user}{at}{host}", password or Secret(_unquoted(in_url))
+    netloc, password = _password_apart(parts.netloc, password)
+    return f"{parts.scheme}://{netloc}", password
 
 
 def _state_url(text: str | None, origin: str, environ: Mapping[str, str],
@@ -615,25 +610,31 @@ def _state_url(text: str | None, origin: str, environ: Mapping[str, str],
     password = Secret(environ.get(STATE_PASSWORD_ENV, ""))
     if not text:
         return None, password
-    try:
-        parts = urlsplit(text.strip())
-        _ = parts.port
-    except ValueError:
-        parts = None
+    parts = _split_url(text.strip())
     if parts is None or parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
         problems.append(f"{origin}: expected a PostgreSQL URL such as postgresql://user@host:5432/dbname,"
                         f" got {masked_url(text.strip())!r}")
         return None, password
-    userinfo, at, host = parts.netloc.rpartition("@")
-    user, _, in_url = userinfo.partition(":")
+    netloc, password = _password_apart(parts.netloc, password)
     query = f"?{parts.query}" if parts.query else ""
-    return f"{parts.scheme}://{user}{at}{host}{parts.path}{query}", password or Secret(_unquoted(in_url))
+    return f"{parts.scheme}://{netloc}{parts.path}{query}", password
 
 
-def _unquoted(text: str) -> str:
-    from urllib.parse import unquote
+def _split_url(text: str) -> SplitResult | None:
+    """`text`'s parts, or None when it is no URL (a port that is not a number, say)."""
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # ValueError when the port is not a number
+    except ValueError:
+        return None
+    return parts
 
-    return unquote(text)
+
+def _password_apart(netloc: str, variable: Secret) -> tuple[str, Secret]:
+    """`user:password@host` as `user@host`, and the password: the variable's, else the URL's."""
+    userinfo, at, host = netloc.rpartition("@")
+    user, _, in_url = userinfo.partition(":")
+    return f"{user}{at}{host}", variable or Secret(unquote(in_url))
 
 
 def _value_maps(table: Any, problems: list[str]) -> dict[str, ValueMap]:
