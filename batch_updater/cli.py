@@ -337,8 +337,10 @@ def jobs(config_path: str | None, output_dir: str | None, as_json: bool) -> None
 
 def _file_label(record) -> str:
     """The input's name, and its shard when the job is one: 'night.csv (shard 1/2)'."""
-    shard = re.search(r"-shard(\d+)of(\d+)-[0-9a-f]+$", Path(record.folder).name)
-    return Path(record.input).name + (f" (shard {shard[1]}/{shard[2]})" if shard else "")
+    from .state.jobs import shard_of
+
+    shard = shard_of(Path(record.folder).name)
+    return Path(record.input).name + (f" (shard {shard})" if shard else "")
 
 
 def _count(value: int | None) -> str:

@@ -121,6 +121,12 @@ def job_folder(config: Config, input_path: Path, job_id: str, shard: Shard | Non
     return Path(config.output.dir) / f"{stem}-{job_id}"
 
 
+def shard_of(folder_name: str) -> str | None:
+    """'K/N' for a job folder job_folder named for shard K of N, else None."""
+    found = re.search(r"-shard(\d+)of(\d+)-[0-9a-f]+$", folder_name)
+    return f"{found[1]}/{found[2]}" if found else None
+
+
 @dataclass(frozen=True)
 class JobPlace:
     """Who a job is (its id, the input's digest, the settings) and where its folder is."""
